@@ -1,0 +1,135 @@
+"""The one sampling core: every method runs through ``reverse``; DDIM inversion through ``invert``.
+
+All evaluations a method asks for at one step (one ``yield``) go through a single batched
+``backbone.eps`` call (``evaluate``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from alm import steps
+from alm.backbones.base import Backbone, Cond, cat_cond
+from alm.errors import NumericalError
+from alm.methods.base import Eval, Method, Problem, StepContext
+from alm.rng import SampleGenerators
+from alm.schedule import Schedule
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class CallCounter:
+    """Counts batched forward calls and single-sample network evaluations (for benchmarks)."""
+
+    calls: int = 0
+    evaluations: int = 0
+
+
+def evaluate(
+    backbone: Backbone,
+    evals: list[Eval],
+    t: int,
+    cond: Cond,
+    null: Cond,
+    counter: Optional[CallCounter] = None,
+) -> list[Tensor]:
+    """Run all ``evals`` of one step as ONE batched forward call and split the result."""
+    zs = [e.z for e in evals]
+    sizes = [z.shape[0] for z in zs]
+    conds = cat_cond([cond if e.conditional else null for e in evals])
+    z = torch.cat(zs, dim=0)
+    tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
+    with torch.set_grad_enabled(any(e.grad for e in evals)):
+        out = backbone.eps(z, tt, conds)
+    if counter is not None:
+        counter.calls += 1
+        counter.evaluations += z.shape[0]
+    return list(torch.split(out, sizes, dim=0))
+
+
+def _check_finite(y: Tensor, i: int, t: int, indices: list[int], method: str) -> None:
+    bad = ~torch.isfinite(y.reshape(y.shape[0], -1)).all(dim=1)
+    if bool(bad.any()):
+        ids = [indices[j] for j in torch.nonzero(bad).flatten().tolist()]
+        raise NumericalError(f"method {method} produced NaN/inf at step {i} (t={t}) for sample(s) {ids}")
+
+
+def reverse(
+    backbone: Backbone,
+    method: Method,
+    problem: Problem,
+    schedule: Schedule,
+    generators: SampleGenerators,
+    guidance: float = 1.0,
+    sampler: str = "ddim",
+    counter: Optional[CallCounter] = None,
+    callback: Optional[Callable[[int], None]] = None,
+) -> Tensor:
+    """Sample the unobserved content of ``problem`` with ``method``; returns Y_0 (diffusion space)."""
+    direct = method.sample_directly(backbone, problem, generators)
+    if direct is not None:
+        return direct
+    batch = problem.x0.shape[0]
+    cond = problem.cond
+    use_cfg = bool(backbone.conditional and guidance != 1.0)
+    null = backbone.null_cond(batch) if use_cfg or cond is None else cond
+    if not backbone.conditional:
+        cond = null = None
+    sigma = schedule.sigma
+    y = method.init(problem, generators)
+    t_first = int(schedule.timesteps[0])
+    for i in range(len(schedule)):
+        t = int(schedule.timesteps[i])
+        ab_t, ab_s = float(schedule.ab[i]), float(schedule.ab_prev[i])
+
+        def x_t(i=i, ab_t=ab_t) -> Tensor:
+            if problem.trajectory is not None:
+                return problem.trajectory[i]
+            return steps.q_sample(problem.x0, ab_t, generators.randn(problem.x0.shape[1:], problem.x0.device, problem.x0.dtype))
+
+        ctx = StepContext(
+            i=i, t=t, ab_t=ab_t, ab_s=ab_s, sigma=float(sigma[i]), t_first=t_first, problem=problem,
+            guidance=guidance, use_cfg=use_cfg, generators=generators, sampler=sampler, x_t=x_t,
+        )
+        gen = method.step(y, ctx)
+        try:
+            request = next(gen)
+            while True:
+                request = gen.send(evaluate(backbone, request, t, cond, null, counter))
+        except StopIteration as stop:
+            y = stop.value.detach()
+        _check_finite(y, i, t, generators.indices, method.name)
+        if callback is not None:
+            callback(i)
+    return y
+
+
+@torch.no_grad()
+def invert(
+    backbone: Backbone,
+    x0: Tensor,
+    schedule: Schedule,
+    cond: Cond = None,
+    counter: Optional[CallCounter] = None,
+) -> Tensor:
+    """DDIM inversion (eta 0) of ``x0``: the trajectory X_t for every step of ``schedule``.
+
+    Returns a tensor (n, B, ...) with entry i at level ``schedule.timesteps[i]``. Step k goes from the
+    level below (``ab_prev[k]``; the clean level for the first) to t_k using eps(X, t_k, c) with the conditional prediction and
+    no guidance (SPEC §1), as diffusers' ``DDIMInverseScheduler``.
+    """
+    if not backbone.conditional:
+        cond = None
+    n = len(schedule)
+    traj = [None] * n
+    x = x0
+    for k in range(n - 1, -1, -1):  # ascending noise level: from ab_prev[k] up to ab[k]
+        t = int(schedule.timesteps[k])
+        (e,) = evaluate(backbone, [Eval(x)], t, cond, cond, counter)
+        x = steps.ddim_inversion_step(x, e, float(schedule.ab_prev[k]), float(schedule.ab[k]))
+        traj[k] = x
+    return torch.stack(traj)
