@@ -1,0 +1,37 @@
+"""Hydra/OmegaConf plumbing: resolvers for the project root and readable run-folder names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+
+
+def run_name(task, dataset, backbone, method, mask, sampler, steps, seed, overrides="") -> str:
+    """<task>/<dataset>-<backbone>/<method>/<mask>-<sampler><steps>-seed<seed>[,<other overrides>]."""
+    name = f"{task}/{dataset}-{backbone}/{method}/{mask}-{sampler}{steps}-seed{seed}"
+    if overrides:
+        name += "," + str(overrides).replace("/", "_")
+    return name
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("alm_root"):
+        OmegaConf.register_new_resolver("alm_root", lambda: str(ROOT))
+    if not OmegaConf.has_resolver("alm_run_name"):
+        OmegaConf.register_new_resolver("alm_run_name", run_name)
+
+
+def compose(overrides: list[str] | None = None):
+    """Compose the project config outside ``run.py`` (tests, experiments); Hydra keys are kept."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name="config", overrides=list(overrides or []), return_hydra_config=False)

@@ -1,0 +1,257 @@
+"""The runner: config -> backbone, data, masks, method -> one run folder of per-sample outputs.
+
+Run folder layout (``EDM``-style: readable names, options written beside the outputs)::
+
+    <run>/config.yaml          the resolved config
+    <run>/fingerprint.json     the output-relevant part of the config; a restart must match it
+    <run>/samples/00012.pt     per sample: source, mask, masked input, output, label, metrics
+    <run>/images/00012_{source,masked,output}.png
+    <run>/metrics.csv          one row per sample (rebuilt from samples/ at the end of every run)
+    <run>/summary.json, table.md
+
+A sample is done when its ``.pt`` exists (written atomically, last); an interrupted run started again
+with the same config computes only the missing samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from alm import io
+from alm.backbones.base import Backbone, index_cond
+from alm.errors import ConfigError, DataError
+from alm.masks import validate_mask
+from alm.methods import get_method
+from alm.methods.base import Method
+from alm.rng import SampleGenerators
+from alm.sample_metrics import image_metrics
+from alm.sampling import CallCounter, reverse
+from alm.schedule import make_schedule
+from alm.tasks.inpaint import build_problem, check_task, masked_source
+
+#: config keys that do not change any sample's output (so they may change between restarts)
+NON_OUTPUT_KEYS = ("batch_size", "num_samples", "device", "progress", "paths", "hydra", "logger")
+SAMPLERS = ("ddim", "ddpm")
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """Instantiate a config node with ``_target_`` (its ``name`` key is a label, not an argument)."""
+    from hydra.utils import instantiate
+
+    if node is None or "_target_" not in node:
+        raise ConfigError(f"config node {OmegaConf.to_yaml(node).strip()!r} has no _target_")
+    params = {k: v for k, v in node.items() if k != "name"}
+    return instantiate(OmegaConf.create(params), **kwargs)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available on this machine (use device=cpu or auto)")
+    return torch.device(name)
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in NON_OUTPUT_KEYS}
+
+
+def _flatten(d: Any, prefix: str = "") -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_fingerprint(run_dir: Path, fp: dict) -> None:
+    """A run folder holds one config: refuse to mix samples of different configs in it."""
+    path = run_dir / "fingerprint.json"
+    if not path.exists():
+        io.write_json(path, fp)
+        return
+    old = json.loads(path.read_text())
+    if old != fp:
+        a, b = _flatten(old), _flatten(fp)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise ConfigError(
+            f"run folder {run_dir} holds samples of a different config (differs in: {', '.join(diff[:6])}); "
+            "delete the folder or choose another with hydra.run.dir=..."
+        )
+
+
+@dataclass
+class Components:
+    """Everything a run is built from, checked for compatibility before any work starts."""
+
+    backbone: Backbone
+    dataset: Any
+    masks: Any
+    method: Method
+
+
+def build_components(cfg: DictConfig, device: torch.device) -> Components:
+    if cfg.sampler.name not in SAMPLERS:
+        raise ConfigError(f"sampler.name={cfg.sampler.name!r}: expected one of {', '.join(SAMPLERS)}")
+    check_task(cfg.task)
+    method_cfg = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in ("name", "kind")}
+    method = get_method(cfg.method.kind, **method_cfg)
+    backbone = build(cfg.backbone).to(device).eval()
+    dataset = build(cfg.dataset)
+    masks = build(cfg.mask)
+    method.check(backbone, cfg.task)
+    if tuple(dataset.shape) != tuple(backbone.data_shape):
+        raise ConfigError(
+            f"dataset {cfg.dataset.name} gives images of shape {tuple(dataset.shape)} but backbone "
+            f"{cfg.backbone.name} works on {tuple(backbone.data_shape)}"
+        )
+    if cfg.num_samples > len(dataset):
+        raise ConfigError(f"num_samples={cfg.num_samples} but dataset {cfg.dataset.name} has only {len(dataset)} items")
+    if cfg.num_samples < 1 or cfg.batch_size < 1:
+        raise ConfigError("num_samples and batch_size must be positive")
+    return Components(backbone, dataset, masks, method)
+
+
+def _load_batch(comp: Components, indices: list[int], device: torch.device):
+    items = [comp.dataset[i] for i in indices]
+    images = torch.stack([it.image for it in items]).to(device)
+    size = tuple(images.shape[-2:])
+    masks = []
+    for i in indices:
+        m = comp.masks.get(i, size)
+        if tuple(m.shape[-2:]) != size:
+            raise DataError(f"mask for sample {i} has size {tuple(m.shape[-2:])}, images have {size}")
+        validate_mask(m, f"sample {i}")
+        masks.append(m)
+    return items, images, torch.stack(masks).to(device)
+
+
+def _extra_metrics(backbone: Backbone, outputs, sources, masks) -> Optional[list[dict]]:
+    hook = getattr(backbone, "sample_metrics", None)
+    return hook(outputs, sources, masks) if hook is not None else None
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run (or finish) the config's samples in ``run_dir``; returns the summary."""
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    comp = build_components(cfg, device)  # every config error surfaces here, before any work
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_fingerprint(run_dir, fingerprint(cfg))
+    io.atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+
+    schedule = make_schedule(comp.backbone.scheduler_config, int(cfg.sampler.steps), cfg.sampler.name)
+    samples_dir = run_dir / "samples"
+    todo = [i for i in range(cfg.num_samples) if not (samples_dir / f"{i:05d}.pt").exists()]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit="sample", desc=f"{cfg.method.name}", disable=not cfg.progress)
+    counter = CallCounter()
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), int(cfg.batch_size)):
+        indices = todo[start : start + int(cfg.batch_size)]
+        items, images, masks = _load_batch(comp, indices, device)
+        with torch.no_grad():
+            problem = build_problem(
+                comp.backbone, comp.method, images, masks, [it.label for it in items], schedule, cfg.task, counter
+            )
+        gens = SampleGenerators(int(cfg.seed), indices)
+        z = reverse(
+            comp.backbone, comp.method, problem, schedule, gens,
+            guidance=float(cfg.sampler.guidance), sampler=cfg.sampler.name, counter=counter,
+        )
+        with torch.no_grad():
+            outputs = comp.backbone.decode(z).float()
+        masked = masked_source(images, masks, float(cfg.task.hole_value))
+        rows = image_metrics(outputs, images, masks)
+        extra = _extra_metrics(comp.backbone, outputs, images, masks)
+        for j, i in enumerate(indices):
+            row = {"sample": i, **rows[j], **(extra[j] if extra else {})}
+            for kind, im in (("source", images[j]), ("masked", masked[j]), ("output", outputs[j])):
+                io.save_png(im, run_dir / "images" / f"{i:05d}_{kind}.png")
+            io.atomic_torch_save(
+                {"source": images[j].cpu(), "mask": masks[j].cpu(), "masked": masked[j].cpu(),
+                 "output": outputs[j].cpu(), "label": items[j].label, "meta": items[j].meta, "metrics": row},
+                samples_dir / f"{i:05d}.pt",
+            )
+        bar.update(len(indices))
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    summary = summarize(run_dir, cfg, comp.backbone, device)
+    if todo:
+        summary["seconds_per_sample"] = elapsed / len(todo)
+        summary["evaluations_per_sample"] = counter.evaluations / len(todo)
+    io.write_json(run_dir / "summary.json", summary)
+    (run_dir / "table.md").write_text(markdown_table([summary], title=str(run_dir)))
+    write_grid(run_dir, cfg.num_samples)
+    return summary
+
+
+def load_rows(run_dir: Path, num_samples: int) -> list[dict]:
+    rows = []
+    for i in range(num_samples):
+        path = run_dir / "samples" / f"{i:05d}.pt"
+        if path.exists():
+            rows.append(torch.load(path, weights_only=False)["metrics"])
+    return rows
+
+
+def summarize(run_dir: Path, cfg: DictConfig, backbone: Backbone, device: torch.device) -> dict:
+    """metrics.csv from the per-sample files, and the mean of every numeric column."""
+    rows = load_rows(run_dir, cfg.num_samples)
+    if rows:
+        keys = list(rows[0])
+        with open(run_dir / "metrics.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+    summary: dict[str, Any] = {"method": cfg.method.name, "samples": len(rows)}
+    for k in rows[0] if rows else []:
+        vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and k not in ("sample", "component")]
+        if vals:
+            summary[k] = sum(vals) / len(vals)
+    hook = getattr(backbone, "summary_metrics", None)
+    if hook is not None and rows:
+        summary.update(hook(run_dir, cfg, rows, device))
+    return summary
+
+
+def markdown_table(summaries: list[dict], title: str = "", columns: Optional[list[str]] = None) -> str:
+    if columns is None:
+        columns = []
+        for s in summaries:
+            columns += [k for k in s if k not in columns]
+    lines = [f"<!-- {title} -->"] if title else []
+    lines.append("| " + " | ".join(columns) + " |")
+    lines.append("|" + "---|" * len(columns))
+    for s in summaries:
+        cells = []
+        for c in columns:
+            v = s.get(c, "")
+            cells.append(f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_grid(run_dir: Path, num_samples: int, max_rows: int = 8) -> None:
+    """grid.png: rows = samples; columns = source, masked input, output."""
+    rows = []
+    for i in range(num_samples):
+        path = run_dir / "samples" / f"{i:05d}.pt"
+        if path.exists() and len(rows) < max_rows:
+            d = torch.load(path, weights_only=False)
+            rows.append([d["source"], d["masked"], d["output"].clamp(-1, 1)])
+    if rows:
+        io.save_png(io.grid(rows), run_dir / "grid.png", min_size=256)

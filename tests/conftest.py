@@ -1,0 +1,65 @@
+"""Shared fixtures: a toy linear backbone whose eps and gradients are known in closed form."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+from alm.backbones.base import Backbone  # noqa: E402
+
+LINEAR_SCHEDULER = {
+    "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
+    "steps_offset": 0, "set_alpha_to_one": True, "clip_sample": False, "prediction_type": "epsilon",
+}
+
+
+class ToyBackbone(Backbone):
+    """eps(z, t, c) = a z + d mean(z) + b t/1000 + c (c: per-sample float label; null label 0).
+
+    Deliberately simple so tests can write every method's update by hand.
+    """
+
+    conditional = True
+
+    def __init__(self, shape=(1, 4, 4), a: float = 0.3, b: float = 0.1, d: float = 0.2, nan_for: float | None = None):
+        super().__init__()
+        self.sample_shape = self.data_shape = tuple(shape)
+        self.scheduler_config = dict(LINEAR_SCHEDULER)
+        self.a, self.b, self.d, self.nan_for = a, b, d, nan_for
+        self.register_buffer("_dev", torch.zeros(()))
+
+    def eps(self, z, t, cond):
+        c = cond.view(-1, *([1] * (z.dim() - 1))).to(z.dtype)
+        out = self.a * z + self.d * z.mean(dim=tuple(range(1, z.dim())), keepdim=True) + self.b * t.view_as(c).to(z.dtype) / 1000 + c
+        if self.nan_for is not None:
+            out = torch.where(c == self.nan_for, torch.full_like(out, float("nan")), out)
+        return out
+
+    def make_cond(self, labels, batch):
+        return torch.tensor([float(l) for l in labels])
+
+    def null_cond(self, batch):
+        return torch.zeros(batch)
+
+
+@pytest.fixture
+def toy():
+    return ToyBackbone()
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
