@@ -35,3 +35,25 @@ def compose(overrides: list[str] | None = None):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return hydra_compose(config_name="config", overrides=list(overrides or []), return_hydra_config=False)
+
+
+#: override keys that name the folder's path components or do not change outputs (hydra.job.config)
+FOLDER_EXCLUDED = {
+    "task", "dataset", "backbone", "method", "mask", "sampler", "experiment", "seed", "batch_size",
+    "num_samples", "device", "progress", "paths.root", "paths.runs", "hydra.run.dir", "hydra.sweep.dir",
+}
+
+
+def override_dirname(overrides: list[str]) -> str:
+    """Hydra's ``job.override_dirname`` for these overrides (sorted ``k=v`` joined by ``,``)."""
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in FOLDER_EXCLUDED]
+    return ",".join(sorted(kept))
+
+
+def run_dir_for(cfg, overrides: list[str]) -> Path:
+    """The folder ``python run.py <overrides>`` writes to, for a composed ``cfg``."""
+    name = run_name(
+        cfg.task.name, cfg.dataset.name, cfg.backbone.name, cfg.method.name, cfg.mask.name,
+        cfg.sampler.name, cfg.sampler.steps, cfg.seed, override_dirname(overrides),
+    )
+    return Path(cfg.paths.runs) / name
