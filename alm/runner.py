@@ -28,8 +28,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alm import io
-from alm.backbones.base import Backbone, index_cond
-from alm.errors import ConfigError, DataError
+from alm.backbones.base import Backbone
+from alm.errors import ALMError, ConfigError, DataError
 from alm.masks import validate_mask
 from alm.methods import get_method
 from alm.methods.base import Method
@@ -46,12 +46,21 @@ SAMPLERS = ("ddim", "ddpm")
 
 def build(node: Any, **kwargs: Any) -> Any:
     """Instantiate a config node with ``_target_`` (its ``name`` key is a label, not an argument)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     if node is None or "_target_" not in node:
         raise ConfigError(f"config node {OmegaConf.to_yaml(node).strip()!r} has no _target_")
     params = {k: v for k, v in node.items() if k != "name"}
-    return instantiate(OmegaConf.create(params), **kwargs)
+    try:
+        return instantiate(OmegaConf.create(params), **kwargs)
+    except InstantiationException as err:  # Hydra wraps our one-line errors; unwrap them
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ALMError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise ConfigError(f"cannot build {node.get('_target_')}: {err}".splitlines()[0]) from err
 
 
 def resolve_device(name: str) -> torch.device:
