@@ -117,10 +117,14 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     check_task(cfg.task)
     method_cfg = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in ("name", "kind")}
     method = get_method(cfg.method.kind, **method_cfg)
+    if method.requires_backbone and cfg.backbone.get("_target_") != method.requires_backbone:
+        raise ConfigError(f"method={cfg.method.name} needs the backbone {method.requires_backbone}, not {cfg.backbone.name}")
+    masks = build(cfg.mask)
     backbone = build(cfg.backbone).to(device).eval()
     dataset = build(cfg.dataset)
-    masks = build(cfg.mask)
     method.check(backbone, cfg.task)
+    if hasattr(dataset, "check"):
+        dataset.check(backbone)
     if tuple(dataset.shape) != tuple(backbone.data_shape):
         raise ConfigError(
             f"dataset {cfg.dataset.name} gives images of shape {tuple(dataset.shape)} but backbone "
@@ -147,9 +151,9 @@ def _load_batch(comp: Components, indices: list[int], device: torch.device):
     return items, images, torch.stack(masks).to(device)
 
 
-def _extra_metrics(backbone: Backbone, outputs, sources, masks) -> Optional[list[dict]]:
+def _extra_metrics(backbone: Backbone, outputs, sources, masks, labels) -> Optional[list[dict]]:
     hook = getattr(backbone, "sample_metrics", None)
-    return hook(outputs, sources, masks) if hook is not None else None
+    return hook(outputs, sources, masks, labels) if hook is not None else None
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -185,7 +189,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             outputs = comp.backbone.decode(z).float()
         masked = masked_source(images, masks, float(cfg.task.hole_value))
         rows = image_metrics(outputs, images, masks)
-        extra = _extra_metrics(comp.backbone, outputs, images, masks)
+        extra = _extra_metrics(comp.backbone, outputs, images, masks, [it.label for it in items])
         for j, i in enumerate(indices):
             row = {"sample": i, **rows[j], **(extra[j] if extra else {})}
             for kind, im in (("source", images[j]), ("masked", masked[j]), ("output", outputs[j])):

@@ -90,7 +90,7 @@ def test_sweep_overrides_land_in_separate_folders():
 def test_nan_is_reported_with_sample_ids_and_earlier_batches_are_kept(tmp_path):
     run(compose(["method=alm", *FAST, "num_samples=2"]), tmp_path / "ok")
     with pytest.raises(NumericalError, match=r"sample\(s\) \[0, 1\]"):
-        run(compose(["method=alm", "method.w2=.nan", *FAST, "num_samples=2"]), tmp_path / "nan")
+        run(compose(["method=alm", "method.w2=nan", *FAST, "num_samples=2"]), tmp_path / "nan")
     assert len(list((tmp_path / "ok" / "samples").glob("*.pt"))) == 2
 
 
@@ -173,7 +173,7 @@ def test_cli_all_zero_or_all_one_mask(tmp_path, value):
 
 
 def test_cli_nan_reports_sample(tmp_path):
-    one_line_error(cli("method=alm", "method.w2=.nan", "num_samples=2", "sampler.steps=5", "progress=false", f"hydra.run.dir={tmp_path}"), "NaN", "sample")
+    one_line_error(cli("method=alm", "method.w2=nan", "num_samples=2", "sampler.steps=5", "progress=false", f"hydra.run.dir={tmp_path}"), "NaN", "sample")
 
 
 def test_cli_default_run_prints_table(tmp_path):

@@ -38,7 +38,31 @@ def get_method(kind: str, **params: Any) -> Method:
     unknown = sorted(set(params) - known)
     if unknown:
         raise ConfigError(f"method {kind!r} has no parameter(s) {', '.join(unknown)}; it takes: {', '.join(sorted(known)) or 'none'}")
-    return cls(**params)
+    types = {f.name: f.type for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    return cls(**{k: _coerce(kind, k, v, types.get(k)) for k, v in params.items()})
+
+
+def _coerce(kind: str, key: str, value: Any, annotation: Any) -> Any:
+    """Check a parameter against its annotation ("float", "int", "bool", "Optional[float]", "str")."""
+    ann = str(annotation)
+    if value is None and "Optional" in ann:
+        return None
+    try:
+        if ann.endswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if "float" in ann:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if ann.endswith("int"):
+            if isinstance(value, bool) or int(value) != value:
+                raise ValueError
+            return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"method {kind!r}: {key}={value!r} is not a valid {ann.replace('Optional[', '').rstrip(']')}") from None
+    return value
 
 
 __all__ = ["Eval", "Method", "Problem", "StepContext", "METHODS", "get_method", "method_class"]

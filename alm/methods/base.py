@@ -110,6 +110,8 @@ class Method:
     needs_trajectory: ClassVar[bool] = False
     #: uses the observation at all (``ddim`` ignores the mask)
     uses_observation: ClassVar[bool] = True
+    #: the backbone class (``_target_``) this method is limited to, checked before anything is built
+    requires_backbone: ClassVar[Optional[str]] = None
 
     def init(self, problem: Problem, generators: SampleGenerators) -> Tensor:
         """Y_T: fresh per-sample Gaussian noise."""

@@ -1,0 +1,395 @@
+"""The exact Gaussian-mixture testbed: exact eps, exact posterior, metrics, data set, method=exact."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+
+from alm import gmm_metrics as gm
+from alm.backbones.base import Backbone
+from alm.backbones.gmm import SCHEDULER_CONFIG, GaussianMixture
+from alm.data.gmm import GMMDataset
+from alm.errors import ConfigError
+from alm.methods.base import Eval, Method, Problem, StepContext
+from alm.methods.exact import Exact
+from alm.rng import SampleGenerators
+from alm.sampling import reverse
+from alm.schedule import make_schedule
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TIMESTEPS = [0, 1, 10, 100, 250, 500, 750, 999]
+
+
+@pytest.fixture(scope="module")
+def gmm() -> GaussianMixture:
+    return GaussianMixture()
+
+
+def _alphas_cumprod() -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.double()
+
+
+def _reference_eps(mix: GaussianMixture, z: torch.Tensor, t: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """-sqrt(1-ab) grad log p_t(z), p_t written independently with torch.distributions (float64)."""
+    ab = float(_alphas_cumprod()[t])
+    logits = mix.log_weights.clone()
+    if keep is not None:
+        logits = logits.masked_fill(~keep, -math.inf)
+    comp = Independent(Normal(ab**0.5 * mix.means, (ab * mix.stds**2 + 1 - ab).sqrt()), 1)
+    p_t = MixtureSameFamily(Categorical(logits=logits), comp)
+    z = z.reshape(z.shape[0], -1).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(p_t.log_prob(z).sum(), z)
+    return -((1 - ab) ** 0.5) * grad
+
+
+def _noisy(mix: GaussianMixture, n: int, t: int, seed: int = 0) -> torch.Tensor:
+    """Points where p_t has mass: forward-noised prior draws, plus a few far-out points."""
+    x0, _ = mix.sample(SampleGenerators(seed, range(n)))
+    ab = float(_alphas_cumprod()[t])
+    g = torch.Generator().manual_seed(seed + 1)
+    z = ab**0.5 * x0.double() + (1 - ab) ** 0.5 * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    z[:2] *= 3  # far from every component: responsibilities are extreme there
+    return z
+
+
+def _center_mask(shape=(1, 8, 8), keep: float = 0.5) -> torch.Tensor:
+    """mask=center: the centre square of side keep*H observed (0), the rest unobserved (1)."""
+    c, h, w = shape
+    s = int(round(keep * h))
+    m = torch.ones(1, 1, h, w)
+    m[..., (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s] = 0
+    return m
+
+
+def _observations(mix: GaussianMixture, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    data = GMMDataset(mix, size=n, seed=seed)
+    items = [data[i] for i in range(n)]
+    return torch.stack([it.image for it in items]), torch.tensor([it.meta["component"] for it in items])
+
+
+# --- eps ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t", TIMESTEPS)
+def test_eps_exact_unconditional(gmm, t):
+    z = _noisy(gmm, 64, t)
+    out = gmm.eps(z.reshape(-1, 1, 8, 8), torch.full((64,), t), None).reshape(64, -1)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, _reference_eps(gmm, z, t), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("t", [0, 100, 500, 999])
+def test_eps_exact_general_mixture(t):
+    """Ungrouped, unequal weights, per-entry stds, 2 channels."""
+    g = torch.Generator().manual_seed(3)
+    stds = (0.05 + 0.3 * torch.rand(5, 2, 3, 3, generator=g, dtype=torch.float64)).tolist()
+    mix = GaussianMixture(shape=[2, 3, 3], groups=0, num_components=5, weights=[1, 2, 3, 4, 5], std=stds, means_seed=7)
+    z = _noisy(mix, 32, t)
+    out = mix.eps(z.reshape(-1, 2, 3, 3), torch.full((32,), t), None).reshape(32, -1)
+    assert torch.allclose(out, _reference_eps(mix, z, t), atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("t", [0, 100, 500, 999])
+def test_eps_exact_class_conditional(t):
+    mix = GaussianMixture(num_classes=3)
+    assert mix.conditional and mix.component_class.tolist() == [k % 3 for k in range(12)]
+    z = _noisy(mix, 16, t)
+    for c in (-1, 0, 1, 2):
+        cond = mix.make_cond([c] * 16, 16) if c >= 0 else mix.null_cond(16)
+        out = mix.eps(z.reshape(-1, 1, 8, 8), torch.full((16,), t), cond).reshape(16, -1)
+        keep = None if c < 0 else torch.arange(12) % 3 == c
+        assert torch.allclose(out, _reference_eps(mix, z, t, keep), atol=1e-8, rtol=0)
+    # a batch mixing labels equals the per-label answers
+    labels = torch.tensor([-1, 0, 1, 2] * 4)
+    mixed = mix.eps(z.reshape(-1, 1, 8, 8), torch.full((16,), t), labels).reshape(16, -1)
+    for c in (-1, 0, 1, 2):
+        rows = labels == c
+        keep = None if c < 0 else torch.arange(12) % 3 == c
+        assert torch.allclose(mixed[rows], _reference_eps(mix, z[rows], t, keep), atol=1e-8, rtol=0)
+
+
+def test_eps_is_differentiable():
+    """Reconstruction guidance differentiates through eps."""
+    mix = GaussianMixture(shape=[1, 2, 2], groups=2, shared_size=1)
+    z = torch.randn(3, 1, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: mix.eps(z, torch.tensor([100, 100, 500]), None), (z,))
+
+
+def test_eps_dtype_device_and_cast(gmm):
+    z = torch.randn(3, 1, 8, 8)
+    out = gmm.eps(z, torch.tensor([10, 10, 10]), None)
+    assert out.dtype == torch.float32 and out.shape == z.shape
+    mix = GaussianMixture().to(torch.float16)  # a runner's dtype cast must not degrade the mixture
+    assert mix.means.dtype == torch.float64
+    assert torch.equal(mix.eps(z, torch.tensor([10] * 3), None), out)
+    assert GaussianMixture().scheduler_config == SCHEDULER_CONFIG
+    sched = make_schedule(gmm.scheduler_config, 50)
+    assert torch.allclose(sched.ab, _alphas_cumprod()[sched.timesteps])
+
+
+# --- exact posterior -----------------------------------------------------------------------------------
+
+def _brute_force_weights(mix: GaussianMixture, x_obs: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Bayes on the observed marginals: w_k ∝ pi_k prod_{d observed} N(x_d; mu_kd, s_kd)."""
+    x = x_obs.reshape(x_obs.shape[0], 1, -1).double()
+    logn = Normal(mix.means[None], mix.stds[None]).log_prob(x)  # (B, K, D)
+    ll = (logn * observed.reshape(observed.shape[0], 1, -1)).sum(-1)
+    return torch.softmax(mix.log_weights[None] + ll, dim=-1)
+
+
+def test_posterior_weights_brute_force(gmm):
+    x_obs, _ = _observations(gmm, 32)
+    centre = _center_mask()
+    w = gmm.posterior_weights(x_obs, centre)
+    observed = (1 - centre).expand(32, 1, 8, 8)
+    assert torch.allclose(w, _brute_force_weights(gmm, x_obs, observed), atol=1e-12)
+    # per-sample random masks, and the class-conditional restriction
+    g = torch.Generator().manual_seed(0)
+    masks = (torch.rand(32, 1, 8, 8, generator=g) < 0.8).float()
+    w = gmm.posterior_weights(x_obs, masks)
+    assert torch.allclose(w, _brute_force_weights(gmm, x_obs, 1 - masks), atol=1e-12)
+    mix = GaussianMixture(num_classes=4)
+    wc = mix.posterior_weights(x_obs, centre, mix.make_cond([1] * 32, 32))
+    ref = _brute_force_weights(mix, x_obs, observed) * (torch.arange(12) % 4 == 1)
+    assert torch.allclose(wc, ref / ref.sum(1, keepdim=True), atol=1e-12)
+
+
+def test_posterior_log_prob_brute_force(gmm):
+    x_obs, _ = _observations(gmm, 8)
+    mask = _center_mask()
+    x = gmm.posterior_sample(x_obs, mask, SampleGenerators(1, range(8)))
+    w = _brute_force_weights(gmm, x_obs, (1 - mask).expand(8, 1, 8, 8))
+    logn = Normal(gmm.means[None], gmm.stds[None]).log_prob(x.reshape(8, 1, -1).double())
+    ll = (logn * mask.reshape(1, 1, -1)).sum(-1)
+    ref = torch.logsumexp(w.log() + ll, dim=-1)
+    assert torch.allclose(gmm.posterior_log_prob(x, x_obs, mask), ref, atol=1e-9)
+    # full-image helpers agree with torch.distributions
+    full = MixtureSameFamily(Categorical(logits=gmm.log_weights), Independent(Normal(gmm.means, gmm.stds), 1))
+    assert torch.allclose(gmm.log_prob(x), full.log_prob(x.reshape(8, -1).double()), atol=1e-9)
+
+
+def test_exact_posterior_samples_one_observation(gmm):
+    """Many exact draws for ONE observation: component frequencies and variances are right."""
+    n = 4000
+    x_obs, _ = _observations(gmm, 1)
+    x_obs = x_obs.expand(n, -1, -1, -1)
+    mask = _center_mask()
+    x = gmm.posterior_sample(x_obs, mask, SampleGenerators(5, range(n)))
+    assert torch.equal(x * (1 - mask), x_obs * (1 - mask))  # observed entries copied
+    w = gmm.posterior_weights(x_obs[:1], mask)[0]
+    counts = torch.bincount(gmm.assign(x), minlength=12).double()
+    support = w * n > 5
+    chi2 = float(((counts[support] - n * w[support]) ** 2 / (n * w[support])).sum())
+    assert chi2 < 30, chi2  # ~chi-square with < 12 degrees of freedom
+    assert counts[~support].sum() <= 5
+    assert abs(gm.variance_ratio(gmm, x, mask) - 1) < 0.02
+    assert gm.coherence(gmm, x, x_obs, mask) == 1.0
+
+
+def test_exact_posterior_metrics_many_observations(gmm):
+    n = 2048
+    x_obs, _ = _observations(gmm, n)
+    mask = _center_mask()
+    a = gmm.posterior_sample(x_obs, mask, SampleGenerators(1, range(n)))
+    b = gmm.posterior_sample(x_obs, mask, SampleGenerators(2, range(n)))
+    assert gm.coherence(gmm, a, x_obs, mask) == 1.0
+    assert gm.tv(gmm, a, x_obs, mask) < 0.06  # its sampling noise is ~0.023 +- 0.008 at n = 2048
+    assert abs(gm.variance_ratio(gmm, a, mask) - 1) < 0.02
+    ed_same = gm.energy_distance(a, b, mask)
+    shifted = b + 0.1 * mask  # every unobserved entry moved by 2/3 of a std
+    ed_shift = gm.energy_distance(a, shifted, mask)
+    assert abs(ed_same) < 0.02 and ed_shift > 0.1, (ed_same, ed_shift)
+    assert gm.variance_ratio(gmm, gmm.means[gm.component(gmm, a)].reshape(a.shape).float(), mask) < 1e-6
+    summary = gm.gmm_summary(gmm, a, x_obs, mask, b)
+    assert summary["coherence"] == 1.0 and summary["energy_distance"] == pytest.approx(ed_same)
+    assert set(gm.HIGHER_IS_BETTER) <= set(summary)
+    rows = gm.per_sample(gmm, a, x_obs, mask)
+    assert all(v.shape == (n,) for v in rows.values())
+    assert torch.allclose(rows["posterior_loglik"], gm.posterior_loglik(gmm, a, x_obs, mask))
+
+
+def test_metrics_detect_bad_samplers(gmm):
+    """Ignoring the observation breaks coherence; always taking the heaviest member breaks tv/variance."""
+    n = 512
+    x_obs, _ = _observations(gmm, n)
+    mask = _center_mask()
+    prior, _ = gmm.sample(SampleGenerators(9, range(n)))
+    blind = mask * prior + (1 - mask) * x_obs
+    assert gm.coherence(gmm, blind, x_obs, mask) < 0.5
+    w = gmm.posterior_weights(x_obs, mask)
+    mode = gmm.image(gmm.means[w.argmax(1)]).float()
+    greedy = mask * mode + (1 - mask) * x_obs
+    assert gm.coherence(gmm, greedy, x_obs, mask) == 1.0
+    assert gm.tv(gmm, greedy, x_obs, mask) > 0.3
+    assert gm.variance_ratio(gmm, greedy, mask) < 0.01
+
+
+def test_energy_distance_matches_definition():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 1, 2, 2, generator=g), torch.randn(5, 1, 2, 2, generator=g) + 1
+    mask = torch.ones(1, 1, 2, 2)
+    A, B = a.reshape(7, -1).double(), b.reshape(5, -1).double()
+    d = lambda u, v: (u[:, None] - v[None]).norm(dim=-1)  # noqa: E731
+    ref = 2 * d(A, B).mean() - d(A, A).sum() / (7 * 6) - d(B, B).sum() / (5 * 4)
+    assert gm.energy_distance(a, b, mask) == pytest.approx(float(ref), abs=1e-12)
+
+
+# --- the default mixture is hard -------------------------------------------------------------------------
+
+def test_default_mixture_is_hard(gmm):
+    assert gmm.num_components == 12 and gmm.sample_shape == (1, 8, 8)
+    assert torch.allclose(gmm.weights, torch.tensor([0.5, 0.3, 0.2] * 4, dtype=torch.float64) / 4)
+    centre = _center_mask()
+    assert torch.equal(gmm.shared_mask(), centre)  # shared region = what mask=center keeps
+    obs = (centre.flatten() == 0)
+    for g in range(4):
+        members = gmm.group == g
+        # identical observed marginals inside a group, different means elsewhere
+        assert (gmm.means[members][:, obs] == gmm.means[members][0, obs]).all()
+        assert (gmm.stds[members][:, obs] == gmm.stds[members][0, obs]).all()
+        out = gmm.means[members][:, ~obs]
+        assert torch.pdist(out).min() > 10 * 0.15
+    # groups differ on the observed centre, but the closest pair only by group_gap = 6 stds
+    centres = gmm.means[::3][:, obs]
+    assert torch.pdist(centres).min() / 0.15 == pytest.approx(6.0)
+    assert float(gmm.means.abs().max()) < 1.25
+    # a default observation leaves >= 2 components with weight > 0.1, and identifies the group
+    x_obs, comps = _observations(gmm, 256)
+    w = gmm.posterior_weights(x_obs, centre)
+    assert ((w > 0.1).sum(1) >= 2).all()
+    group_mass = w.reshape(256, 4, 3).sum(-1)
+    assert (group_mass.argmax(1) == gmm.group[comps]).double().mean() > 0.97
+
+
+# --- the exact eps drives the shared core -----------------------------------------------------------------
+
+@dataclass
+class _DDIM(Method):
+    name: ClassVar[str] = "test_ddim"
+    uses_observation: ClassVar[bool] = False
+
+    def step(self, y, ctx: StepContext):
+        (e,) = yield [Eval(y)]
+        return ctx.base_step(y, e)
+
+
+def test_ddim_on_exact_eps_samples_the_prior(gmm):
+    n = 2000
+    problem = Problem(x0=torch.zeros(n, 1, 8, 8), mask=torch.ones(1, 1, 8, 8))
+    x = reverse(gmm, _DDIM(), problem, make_schedule(gmm.scheduler_config, 50), SampleGenerators(0, range(n)))
+    freq = torch.bincount(gmm.assign(x), minlength=12).double() / n
+    assert gm.component_tv(freq, gmm.weights) < 0.06, freq
+    assert gmm.log_prob(x).mean() > gmm.log_prob(gmm.sample(SampleGenerators(1, range(n)))[0]).mean() - 20
+
+
+# --- data set and configs ------------------------------------------------------------------------------
+
+def test_dataset_items(gmm):
+    data = GMMDataset(gmm, size=16, seed=3)
+    again = GMMDataset({"std": 0.15}, size=100, seed=3)
+    item = data[5]
+    assert item.image.shape == (1, 8, 8) and item.image.dtype == torch.float32 and item.label is None
+    assert torch.equal(item.image, again[5].image) and item.meta == again[5].meta
+    assert not torch.equal(item.image, GMMDataset(gmm, size=16, seed=4)[5].image)
+    assert int(gmm.assign(item.image[None])) == item.meta["component"]
+    with pytest.raises(IndexError):
+        data[16]
+    # item i equals the backbone's batch draw with the data stream's generators
+    x, k = gmm.sample(SampleGenerators(3, [5], stream=2))
+    assert torch.equal(x[0], item.image) and int(k) == item.meta["component"]
+    cond = GMMDataset(GaussianMixture(num_classes=4), size=8, seed=0)
+    assert all(cond[i].label == cond[i].meta["component"] % 4 for i in range(8))
+
+
+def test_dataset_refuses_other_backbones(gmm):
+    with pytest.raises(ConfigError):
+        GMMDataset(None)
+    data = GMMDataset(gmm, size=4)
+    data.check(GaussianMixture())
+    with pytest.raises(ConfigError):
+        data.check(GaussianMixture(std=0.2))
+
+    class Other(Backbone):
+        pass
+
+    with pytest.raises(ConfigError):
+        data.check(Other())
+
+
+def test_yaml_configs_instantiate():
+    backbone = OmegaConf.load(CONF / "backbone" / "gmm.yaml")
+    dataset = OmegaConf.load(CONF / "dataset" / "gmm.yaml")
+    cfg = OmegaConf.create({"backbone": backbone, "dataset": dataset})
+    mix = instantiate(cfg.backbone)
+    data = instantiate(cfg.dataset)
+    assert isinstance(mix, GaussianMixture) and mix.same_parameters(GaussianMixture())
+    assert len(data) == 256 and data.mixture.same_parameters(mix) and cfg.dataset.name == "gmm"
+    data.check(mix)
+    cfg.backbone.mixture.num_classes = 4  # the data set follows the backbone's node
+    assert instantiate(cfg.dataset).mixture.conditional
+    other = OmegaConf.create({"backbone": {"name": "sd15"}, "dataset": dataset})
+    with pytest.raises(Exception) as err:  # hydra wraps the ConfigError in an InstantiationException
+        instantiate(other.dataset)
+    assert isinstance(err.value.__cause__, ConfigError) and "backbone=gmm" in str(err.value.__cause__)
+
+
+def test_means_and_std_from_files(tmp_path, gmm):
+    means = gmm.image(gmm.means).numpy()
+    np.save(tmp_path / "m.npy", means)
+    torch.save(torch.from_numpy(means).float(), tmp_path / "m.pt")
+    a = GaussianMixture(means=str(tmp_path / "m.npy"))
+    b = GaussianMixture(means=str(tmp_path / "m.pt"), std=[0.1] * 12)
+    assert torch.equal(a.means, gmm.means) and a.same_parameters(gmm)
+    assert torch.allclose(b.means, gmm.means, atol=1e-6) and (b.stds == 0.1).all()
+    with pytest.raises(ConfigError):
+        GaussianMixture(means="m.npy")  # relative: never the working directory
+    with pytest.raises(ConfigError):
+        GaussianMixture(means=str(tmp_path / "m.npy"), groups=5)  # 12 means for 5 x 3 components
+    with pytest.raises(ConfigError):
+        GaussianMixture(stds=0.1)  # unknown parameter
+
+
+# --- method=exact ------------------------------------------------------------------------------------
+
+def test_exact_method(gmm):
+    class Other(Backbone):
+        pass
+
+    with pytest.raises(ConfigError, match="backbone=gmm"):
+        Exact().check(Other(), None)
+    Exact().check(gmm, None)
+    x_obs, _ = _observations(gmm, 6)
+    mask = _center_mask()
+    problem = Problem(x0=x_obs, mask=mask)
+    out = reverse(gmm, Exact(), problem, make_schedule(gmm.scheduler_config, 50), SampleGenerators(0, range(6)))
+    assert torch.equal(out, gmm.posterior_sample(x_obs, mask, SampleGenerators(0, range(6))))
+    # a sample depends on its own generator only, not on the batch
+    alone = Exact().sample_directly(gmm, Problem(x0=x_obs[4:5], mask=mask), SampleGenerators(0, [4]))
+    assert torch.equal(alone[0], out[4])
+
+
+# --- the runner's hooks ---------------------------------------------------------------------------------
+
+def test_runner_hooks(gmm, tmp_path):
+    n = 6
+    x_obs, _ = _observations(gmm, n)
+    masks = _center_mask().expand(n, 1, 8, 8)
+    out = gmm.posterior_sample(x_obs, masks, SampleGenerators(0, range(n)))
+    rows = gmm.sample_metrics(out, x_obs, masks)
+    assert len(rows) == n and rows[0]["coherent"] == 1.0 and isinstance(rows[0]["component"], int)
+    (tmp_path / "samples").mkdir()
+    for i in range(n):
+        torch.save({"source": x_obs[i], "mask": masks[i], "output": out[i], "label": None}, tmp_path / "samples" / f"{i:05d}.pt")
+    summary = gmm.summary_metrics(tmp_path, OmegaConf.create({"seed": 0}), [{"sample": i} for i in range(n)])
+    assert summary["coherence"] == 1.0 and math.isfinite(summary["energy_distance"])
+    assert {"tv", "variance_ratio", "posterior_loglik"} <= set(summary)
