@@ -37,7 +37,8 @@ from alm.backbones.gmm import GaussianMixture
 Tensor = torch.Tensor
 
 #: rng stream of the exact reference draws a run's summary compares against (0 sampler, 1 masks, 2 data)
-REFERENCE_STREAM = 3
+REFERENCE_STREAM = 3  # the exact reference draws use streams 3, 4, ... (never the sampler's own)
+REFERENCE_DRAWS = 4  # exact draws per observation (pooled) for the energy distance
 
 #: for averaged-rank tables; None = best at a target value (variance_ratio: 1, see ``variance_log_error``)
 HIGHER_IS_BETTER: dict[str, Optional[bool]] = {
@@ -113,11 +114,27 @@ def component_tv(freq: Tensor, mean_weights: Tensor) -> float:
     return float(0.5 * (freq - mean_weights).abs().sum())
 
 
+def stratified_tv(assigned: Tensor, weights: Tensor) -> float:
+    """Total variation between completions' component frequencies and the posterior weights, per stratum.
+
+    Observations are grouped by their most probable component (argmax of the posterior weights);
+    within a stratum the assigned components' frequencies are compared with the stratum's mean
+    posterior weights, and the strata's TVs are averaged with their sizes. Pooling all observations
+    instead would only compare with the prior, which a sampler that ignores the observation matches.
+    """
+    assigned, weights = assigned.cpu(), weights.cpu().double()
+    strata = weights.argmax(dim=1)
+    total = 0.0
+    for s in strata.unique():
+        rows = strata == s
+        freq = torch.bincount(assigned[rows], minlength=weights.shape[1]).double() / int(rows.sum())
+        total += int(rows.sum()) * component_tv(freq, weights[rows].mean(0))
+    return total / assigned.numel()
+
+
 def tv(mixture: GaussianMixture, x: Tensor, x_obs: Tensor, mask: Tensor, cond: Cond = None) -> float:
-    """Total variation between the assigned components' frequencies and the mean posterior weights."""
-    k = component(mixture, x)
-    freq = torch.bincount(k, minlength=mixture.num_components).double() / k.numel()
-    return component_tv(freq.cpu(), mixture.posterior_weights(x_obs, mask, cond).mean(0).cpu())
+    """``stratified_tv`` of the completions ``x`` of the observations ``x_obs``."""
+    return stratified_tv(component(mixture, x), mixture.posterior_weights(x_obs, mask, cond))
 
 
 def _unobserved_rows(x: Tensor, mask: Tensor) -> Tensor:
@@ -145,8 +162,19 @@ def energy_distance(x: Tensor, y: Tensor, mask: Tensor, mask_y: Optional[Tensor]
     """Energy distance between completions ``x`` and exact draws ``y`` on the unobserved entries (pooled).
 
     ``mask`` broadcasts to ``x`` (and to ``y`` unless ``mask_y`` is given); observed entries are zeroed.
+    Pooled over observations this only compares marginals; see ``energy_distance_joint``/``energy_score``.
     """
     return energy_distance_rows(_unobserved_rows(x, mask), _unobserved_rows(y, mask if mask_y is None else mask_y))
+
+
+def energy_distance_joint(x: Tensor, y: Tensor) -> float:
+    """Energy distance between full images (observed + completed) of two sets with the same observations.
+
+    Compares joint distributions, so a completion that does not fit its own observation counts.
+    (A per-observation energy score with one completion per observation would reward the spatial
+    median of the posterior, i.e. mode-seeking; the joint energy distance has no such bias.)
+    """
+    return energy_distance_rows(x.reshape(x.shape[0], -1).double(), y.reshape(y.shape[0], -1).double())
 
 
 def variance_ratio(mixture: GaussianMixture, x: Tensor, mask: Tensor) -> float:
@@ -163,14 +191,16 @@ def gmm_summary(
     tau: float = 1e-3,
     cond: Cond = None,
 ) -> dict[str, float]:
-    """Every aggregate in one call (``exact_draws``: posterior draws for the same ``x_obs``, or None)."""
+    """Every aggregate in one call.
+
+    ``exact_draws``: posterior draws for the same ``x_obs``, (N, ...) or K sets (K, N, ...), or None;
+    ``energy_distance`` compares full images (joint distributions) against all of them, pooled.
+    """
     rows = per_sample(mixture, completions, x_obs, mask, tau, cond)
-    k = rows["component"]
-    freq = torch.bincount(k, minlength=mixture.num_components).double() / k.numel()
     ratio = float(rows["variance_ratio"].nanmean())
     out = {
         "coherence": float(rows["coherent"].mean()),
-        "tv": component_tv(freq, mixture.posterior_weights(x_obs, mask, cond).mean(0).cpu()),
+        "tv": stratified_tv(rows["component"], mixture.posterior_weights(x_obs, mask, cond)),
         "variance_ratio": ratio,
         "variance_log_error": abs(math.log(ratio)) if ratio > 0 else math.inf,
         "posterior_loglik": float(rows["posterior_loglik"].mean()),
@@ -178,8 +208,9 @@ def gmm_summary(
         "num_samples": float(completions.shape[0]),
     }
     if exact_draws is not None:
-        out["energy_distance"] = energy_distance(completions, exact_draws, mask)
-        out["posterior_loglik_exact"] = float(posterior_loglik(mixture, exact_draws, x_obs, mask, cond).mean())
+        draws = exact_draws if exact_draws.dim() == completions.dim() + 1 else exact_draws.unsqueeze(0)
+        out["energy_distance"] = energy_distance_joint(completions, torch.cat(list(draws)))
+        out["posterior_loglik_exact"] = float(posterior_loglik(mixture, draws[0], x_obs, mask, cond).mean())
     return out
 
 
@@ -217,7 +248,10 @@ def run_summary(mixture: GaussianMixture, run_dir: Path, seed: int, indices: Seq
     sources = torch.stack([f["source"] for f in files]).to(device)
     masks = torch.stack([f["mask"] for f in files]).to(device)
     cond = _labels_to_cond(mixture, [f.get("label") for f in files], len(files))
-    draws = mixture.posterior_sample(sources, masks, SampleGenerators(seed, indices, stream=REFERENCE_STREAM), cond=cond)
+    draws = torch.stack([
+        mixture.posterior_sample(sources, masks, SampleGenerators(seed, indices, stream=REFERENCE_STREAM + k), cond=cond)
+        for k in range(REFERENCE_DRAWS)
+    ])
     summary = gmm_summary(mixture, outputs, sources, masks, draws, tau, cond)
     summary.pop("num_samples")
     return summary

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated run labels to run (default: all)")
     ap.add_argument("--output", type=Path, default=None, help="table folder (default: the experiment's)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
 
     exp = OmegaConf.load(args.experiment)
     output = args.output or ROOT / exp.output

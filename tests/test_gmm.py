@@ -211,7 +211,7 @@ def test_exact_posterior_metrics_many_observations(gmm):
     assert abs(ed_same) < 0.02 and ed_shift > 0.1, (ed_same, ed_shift)
     assert gm.variance_ratio(gmm, gmm.means[gm.component(gmm, a)].reshape(a.shape).float(), mask) < 1e-6
     summary = gm.gmm_summary(gmm, a, x_obs, mask, b)
-    assert summary["coherence"] == 1.0 and summary["energy_distance"] == pytest.approx(ed_same)
+    assert summary["coherence"] == 1.0 and summary["energy_distance"] == pytest.approx(gm.energy_distance_joint(a, b))
     assert set(gm.HIGHER_IS_BETTER) <= set(summary)
     rows = gm.per_sample(gmm, a, x_obs, mask)
     assert all(v.shape == (n,) for v in rows.values())
@@ -226,12 +226,31 @@ def test_metrics_detect_bad_samplers(gmm):
     prior, _ = gmm.sample(SampleGenerators(9, range(n)))
     blind = mask * prior + (1 - mask) * x_obs
     assert gm.coherence(gmm, blind, x_obs, mask) < 0.5
+    # pooled over observations the blind sampler matches the prior; the stratified TV does not
+    pooled = torch.bincount(gm.component(gmm, blind), minlength=12).double() / n
+    assert gm.component_tv(pooled, w_mean := gmm.posterior_weights(x_obs, mask).mean(0)) < 0.15
+    assert gm.tv(gmm, blind, x_obs, mask) > 0.5
     w = gmm.posterior_weights(x_obs, mask)
     mode = gmm.image(gmm.means[w.argmax(1)]).float()
     greedy = mask * mode + (1 - mask) * x_obs
     assert gm.coherence(gmm, greedy, x_obs, mask) == 1.0
     assert gm.tv(gmm, greedy, x_obs, mask) > 0.3
     assert gm.variance_ratio(gmm, greedy, mask) < 0.01
+
+
+def test_joint_energy_distance_sees_what_pooling_hides(gmm):
+    """Full-image energy distance: ~0 for exact draws, > 0 for observation-blind and mode completions."""
+    n = 1000
+    x_obs, _ = _observations(gmm, n)
+    mask = _center_mask()
+    draws = gmm.posterior_sample(x_obs, mask, SampleGenerators(20, range(n)))
+    exact = gmm.posterior_sample(x_obs, mask, SampleGenerators(1, range(n)))
+    prior, _ = gmm.sample(SampleGenerators(9, range(n)))
+    blind = mask * prior + (1 - mask) * x_obs
+    mode = mask * gmm.image(gmm.means[gmm.posterior_weights(x_obs, mask).argmax(1)]).float() + (1 - mask) * x_obs
+    ed = {name: gm.energy_distance_joint(x, draws) for name, x in (("exact", exact), ("blind", blind), ("mode", mode))}
+    assert abs(ed["exact"]) < 0.006 and ed["blind"] > 0.012 and ed["mode"] > 0.2, ed
+    assert abs(gm.energy_distance(blind, draws, mask)) < 0.006  # the pooled version is blind to it
 
 
 def test_energy_distance_matches_definition():
