@@ -1,9 +1,12 @@
-"""Run an experiment definition (experiments/*.yaml): every run, then one table and one grid.
+"""Run an experiment definition (experiments/*.yaml): sweeps, every run, one table and one grid.
 
-    python scripts/run_experiment.py experiments/gmm.yaml [--num-samples N] [extra overrides ...]
+    python scripts/run_experiment.py experiments/gmm.yaml [--only a,b] [--output DIR] [overrides ...]
 
-Runs land in the same folders ``python run.py <overrides>`` would use, so finished runs are reused
-(and interrupted ones resumed); the table records the command that made it.
+An experiment has ``overrides`` (common to all runs), ``runs`` (label -> overrides), optionally
+``sweeps`` (label -> base overrides + a grid, run on the ``validation`` overrides; the best grid
+point by the paper's rank rule over ``rank`` becomes the extra run "<label> (tuned)" on the test
+set), and ``columns``. Runs land in the same folders ``python run.py <overrides>`` would use, so
+finished runs are reused and interrupted ones resumed; the table records the command that made it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,47 @@ sys.path.insert(0, str(ROOT))
 from alm import io  # noqa: E402
 from alm.config import compose, run_dir_for  # noqa: E402
 from alm.errors import ALMError  # noqa: E402
+from alm.ranking import rank_column  # noqa: E402
 from alm.runner import markdown_table, run  # noqa: E402
+
+
+def run_one(overrides: list[str], label: str) -> dict:
+    cfg = compose(overrides)
+    run_dir = run_dir_for(cfg, overrides)
+    print(f"[{label}] {' '.join(overrides)}\n  -> {run_dir}", flush=True)
+    summary = run(cfg, run_dir)
+    return {"method": label, **{k: v for k, v in summary.items() if k != "method"}, "_dir": run_dir}
+
+
+def grid_points(grid) -> list[list[str]]:
+    points = [[]]
+    for key, values in grid.items():
+        points = [p + [f"{key}={v}"] for p in points for v in values]
+    return points
+
+
+def run_sweeps(exp, common: list[str], extra: list[str], output: Path) -> dict[str, list[str]]:
+    """Run each sweep's grid on the validation split; return label -> chosen overrides."""
+    directions = {k: v == "higher" for k, v in exp.rank.items()}
+    chosen, lines = {}, []
+    for label, sweep in exp.get("sweeps", {}).items():
+        rows = []
+        for point in grid_points(sweep.grid):
+            overrides = common + list(exp.get("validation", [])) + list(sweep.base) + point + extra
+            rows.append({**run_one(overrides, f"{label} sweep"), "setting": " ".join(point), "_point": point})
+        ranks = rank_column(rows, directions)
+        for r, k in zip(rows, ranks):
+            r["rank"] = k
+        best = min(range(len(rows)), key=lambda i: (ranks[i], i))
+        chosen[label] = list(sweep.base) + rows[best]["_point"]
+        lines.append(f"## {label}: chosen `{rows[best]['setting']}`\n")
+        lines.append(markdown_table(rows, columns=["setting", *directions, "posterior_loglik", "rank"]))
+    if chosen:
+        rule = ", ".join(f"{k} ({v})" for k, v in exp.rank.items())
+        head = (f"# Sweeps of {exp.name}\n\nValidation overrides: `{' '.join(exp.get('validation', []))}`. "
+                f"Chosen per method: rank 1 by the paper's rule over {rule}.\n\n")
+        (output / "sweep.md").write_text(head + "\n".join(lines))
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,26 +80,29 @@ def main(argv: list[str] | None = None) -> int:
 
     exp = OmegaConf.load(args.experiment)
     output = args.output or ROOT / exp.output
-    labels = [l for l in exp.runs if not args.only or l in args.only.split(",")]
-    summaries, grids = [], []
+    only = set(args.only.split(",")) if args.only else None
+    common, extra = list(exp.get("overrides", [])), list(args.overrides)
+    output.mkdir(parents=True, exist_ok=True)
+    summaries = []
     t_start = time.perf_counter()
     try:
-        for label in labels:
-            overrides = list(exp.get("overrides", [])) + list(exp.runs[label]) + list(args.overrides)
-            cfg = compose(overrides)
-            run_dir = run_dir_for(cfg, overrides)
-            print(f"[{label}] {' '.join(overrides)}\n  -> {run_dir}", flush=True)
-            summary = run(cfg, run_dir)
-            summary["method"] = label
-            summaries.append(summary)
-            grids.append((label, run_dir))
+        runs = {l: list(o) for l, o in exp.runs.items()}
+        for label, overrides in run_sweeps(exp, common, extra, output).items():
+            runs[f"{label} (tuned)"] = overrides
+        for label, overrides in runs.items():
+            if only is None or label in only:
+                summaries.append({**run_one(common + overrides + extra, label), "setting": " ".join(overrides)})
     except ALMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - t_start
 
-    output.mkdir(parents=True, exist_ok=True)
     columns = list(exp.columns)
+    if "rank" in exp:
+        ranked = [s for s in summaries if s["method"] not in set(exp.get("unranked", []))]
+        for s, k in zip(ranked, rank_column(ranked, {k: v == "higher" for k, v in exp.rank.items()})):
+            s["rank"] = k
+        columns.append("rank")
     command = "python scripts/run_experiment.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     header = f"# {exp.name}\n\n{exp.get('description', '').strip()}\n\nMade by `{command}` (make target: `{exp.get('make', '')}`); wall time of this invocation {wall:.0f} s.\n\n"
     (output / "table.md").write_text(header + markdown_table(summaries, columns=columns) + "\n" + exp.get("notes", ""))
@@ -64,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(summaries)
+    grids = [(s["method"], s["_dir"]) for s in summaries if s["method"] in set(exp.get("grid", [s["method"] for s in summaries]))]
     write_comparison_grid(grids, output / "grid.png", rows=int(exp.get("grid_rows", 6)))
     print((output / "table.md").read_text())
     return 0

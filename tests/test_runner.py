@@ -207,3 +207,12 @@ def test_killed_run_restarts_without_redoing(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in done} == done
     assert len(list(samples.glob("*.pt"))) == 24
     assert not list(samples.glob("*.tmp"))
+
+
+def test_folder_name_exclusions_agree_with_hydra_config():
+    from omegaconf import OmegaConf
+
+    from alm.config import FOLDER_EXCLUDED
+
+    raw = OmegaConf.load(ROOT / "conf" / "config.yaml")
+    assert set(raw.hydra.job.config.override_dirname.exclude_keys) == FOLDER_EXCLUDED
