@@ -79,6 +79,8 @@ def reverse(
     null = backbone.null_cond(batch) if use_cfg or cond is None else cond
     if not backbone.conditional:
         cond = null = None
+    elif cond is None:  # a conditional model asked for an unconditional sample
+        cond = null
     sigma = schedule.sigma
     y = method.init(problem, generators)
     t_first = int(schedule.timesteps[0])

@@ -11,7 +11,10 @@ Notation (SPEC §1; the paper writes ``ab`` as alpha_t):
 | sigma_t  | ``sigma[i]``        | DDPM posterior std, paper Eq. 10                   |
 
 The timestep grid and the alphas come from diffusers' own schedulers, so that our steps equal
-``DDIMScheduler.step`` / ``DDIMInverseScheduler.step`` exactly (tested).
+``DDIMScheduler.step`` / ``DDIMInverseScheduler.step`` exactly (tested). As there, the previous level
+is ``t - T // n``: on the "leading" grids of SD 1.5 / 2.1 / SDXL that is the next timestep of the
+grid; on uneven "linspace"/"trailing" grids it is not (diffusers' own behaviour, kept for parity).
+``clip_sample`` is not applied (the methods add terms after the step; a clipped x0 would hide them).
 """
 
 from __future__ import annotations
@@ -62,8 +65,13 @@ def make_schedule(scheduler_config: Mapping[str, Any], num_steps: int, kind: str
     T = int(sched.config.num_train_timesteps)
     if not 1 <= num_steps <= T:
         raise ConfigError(f"sampler.steps={num_steps} must be between 1 and the model's {T} training timesteps ({kind})")
-    sched.set_timesteps(num_steps)
-    timesteps = sched.timesteps.long()
+    if num_steps == T:  # every training timestep (the 1000-step DDPM); also right when steps_offset = 1
+        timesteps = torch.arange(T - 1, -1, -1)
+    else:
+        sched.set_timesteps(num_steps)
+        timesteps = sched.timesteps.long()
+        if int(timesteps.max()) >= T:
+            raise ConfigError(f"sampler.steps={num_steps} with steps_offset={sched.config.steps_offset} reaches timestep {int(timesteps.max())} >= {T}")
     alphas = sched.alphas_cumprod.double()
     prev = timesteps - T // num_steps
     final = float(sched.final_alpha_cumprod)

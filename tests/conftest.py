@@ -12,6 +12,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 from alm.backbones.base import Backbone  # noqa: E402
 
+# One intra-op thread: tiny tensors gain nothing from more, and a shared 2-core machine running
+# subprocess tests beside this one slows down badly when threads are oversubscribed.
+torch.set_num_threads(1)
+
 LINEAR_SCHEDULER = {
     "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear",
     "steps_offset": 0, "set_alpha_to_one": True, "clip_sample": False, "prediction_type": "epsilon",

@@ -269,3 +269,19 @@ def test_bad_method_parameters():
         get_method("alm", order="sideways")
     with pytest.raises(ConfigError, match="iterations"):
         get_method("alm", iterations=0)
+
+
+def test_schedule_with_every_training_timestep():
+    sd_like = {**LINEAR_SCHEDULER, "steps_offset": 1, "set_alpha_to_one": False}
+    sched = make_schedule(sd_like, 1000)
+    assert sched.timesteps[0] == 999 and sched.timesteps[-1] == 0 and len(sched) == 1000
+    with pytest.raises(ConfigError, match="sampler.steps"):
+        make_schedule(sd_like, 1001)
+
+
+def test_conditional_backbone_without_condition_samples_unconditionally():
+    net, sched, p = setup()
+    p.cond = None
+    out = run(get_method("alm", order="fused"), net, sched, p)
+    p.cond = net.null_cond(B)
+    assert torch.allclose(out, run(get_method("alm", order="fused"), net, sched, p))
