@@ -101,6 +101,13 @@ def check_fingerprint(run_dir: Path, fp: dict) -> None:
         )
 
 
+def method_from_config(node: Any) -> Method:
+    """A ``conf/method/*.yaml`` node (``name``, ``kind`` and the parameters) -> the method object."""
+    params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    params.pop("name", None)
+    return get_method(params.pop("kind"), **params)
+
+
 @dataclass
 class Components:
     """Everything a run is built from, checked for compatibility before any work starts."""
@@ -115,8 +122,7 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
     if cfg.sampler.name not in SAMPLERS:
         raise ConfigError(f"sampler.name={cfg.sampler.name!r}: expected one of {', '.join(SAMPLERS)}")
     check_task(cfg.task)
-    method_cfg = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in ("name", "kind")}
-    method = get_method(cfg.method.kind, **method_cfg)
+    method = method_from_config(cfg.method)
     if method.requires_backbone and cfg.backbone.get("_target_") != method.requires_backbone:
         raise ConfigError(f"method={cfg.method.name} needs the backbone {method.requires_backbone}, not {cfg.backbone.name}")
     masks = build(cfg.mask)

@@ -55,7 +55,8 @@ def _check_finite(y: Tensor, i: int, t: int, indices: list[int], method: str) ->
     bad = ~torch.isfinite(y.reshape(y.shape[0], -1)).all(dim=1)
     if bool(bad.any()):
         ids = [indices[j] for j in torch.nonzero(bad).flatten().tolist()]
-        raise NumericalError(f"method {method} produced NaN/inf at step {i} (t={t}) for sample(s) {ids}")
+        more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+        raise NumericalError(f"method {method} produced NaN/inf at step {i} (t={t}) for sample(s) {ids[:10]}{more}")
 
 
 def reverse(

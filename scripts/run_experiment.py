@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import shlex
 import sys
 import time
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from alm import io  # noqa: E402
 from alm.config import compose, run_dir_for  # noqa: E402
-from alm.errors import ALMError  # noqa: E402
+from alm.errors import ALMError, NumericalError  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
 from alm.runner import markdown_table, run  # noqa: E402
 
@@ -54,14 +55,19 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path) -> dict[s
         rows = []
         for point in grid_points(sweep.grid):
             overrides = common + list(exp.get("validation", [])) + list(sweep.base) + point + extra
-            rows.append({**run_one(overrides, f"{label} sweep"), "setting": " ".join(point), "_point": point})
+            try:
+                row = run_one(overrides, f"{label} sweep")
+            except NumericalError as err:  # a diverging setting is a result of the sweep: it ranks last
+                print(f"  diverged: {err}", flush=True)
+                row = {k: math.nan for k in directions} | {"posterior_loglik": math.nan, "note": "diverged (NaN)"}
+            rows.append({**row, "setting": " ".join(point), "_point": point})
         ranks = rank_column(rows, directions)
         for r, k in zip(rows, ranks):
             r["rank"] = k
         best = min(range(len(rows)), key=lambda i: (ranks[i], i))
         chosen[label] = list(sweep.base) + rows[best]["_point"]
         lines.append(f"## {label}: chosen `{rows[best]['setting']}`\n")
-        lines.append(markdown_table(rows, columns=["setting", *directions, "posterior_loglik", "rank"]))
+        lines.append(markdown_table(rows, columns=["setting", *directions, "posterior_loglik", "rank", "note"]))
     if chosen:
         rule = ", ".join(f"{k} ({v})" for k, v in exp.rank.items())
         head = (f"# Sweeps of {exp.name}\n\nValidation overrides: `{' '.join(exp.get('validation', []))}`. "
