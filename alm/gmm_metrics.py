@@ -53,6 +53,16 @@ HIGHER_IS_BETTER: dict[str, Optional[bool]] = {
 
 # --- per sample -------------------------------------------------------------------------------------
 
+def completed(x: Tensor, x_obs: Tensor, mask: Tensor) -> Tensor:
+    """The full image a completion stands for: the observation outside the hole, the sample inside.
+
+    Every metric judges this image, not the method's own (possibly drifted or ignored) observed part,
+    so a sampler that ignores the observation cannot look like a prior sample that fits.
+    """
+    m = torch.broadcast_to(mask.to(x.device, x.dtype), x.shape)
+    return m * x + (1 - m) * x_obs.to(x.device, x.dtype)
+
+
 def component(mixture: GaussianMixture, x: Tensor) -> Tensor:
     """The most likely component of each completed full image under the full mixture (B,), long."""
     return mixture.assign(x)
@@ -89,6 +99,7 @@ def per_sample(
     mixture: GaussianMixture, x: Tensor, x_obs: Tensor, mask: Tensor, tau: float = 1e-3, cond: Cond = None
 ) -> dict[str, Tensor]:
     """All per-sample metrics as (B,) CPU tensors (one results-table row per sample)."""
+    x = completed(x, x_obs, mask)
     k = component(mixture, x)
     w = mixture.posterior_weights(x_obs, mask, cond).gather(1, k[:, None])[:, 0]
     return {
@@ -209,7 +220,7 @@ def gmm_summary(
     }
     if exact_draws is not None:
         draws = exact_draws if exact_draws.dim() == completions.dim() + 1 else exact_draws.unsqueeze(0)
-        out["energy_distance"] = energy_distance_joint(completions, torch.cat(list(draws)))
+        out["energy_distance"] = energy_distance_joint(completed(completions, x_obs, mask), torch.cat(list(draws)))
         out["posterior_loglik_exact"] = float(posterior_loglik(mixture, draws[0], x_obs, mask, cond).mean())
     return out
 

@@ -412,3 +412,16 @@ def test_runner_hooks(gmm, tmp_path):
     summary = gmm.summary_metrics(tmp_path, OmegaConf.create({"seed": 0}), [{"sample": i} for i in range(n)])
     assert summary["coherence"] == 1.0 and math.isfinite(summary["energy_distance"])
     assert {"tv", "variance_ratio", "posterior_loglik"} <= set(summary)
+
+
+def test_metrics_judge_the_observation_plus_the_completion(gmm):
+    """A prior sample whose own observed part differs from the observation must not score as exact."""
+    n = 1000
+    x_obs, _ = _observations(gmm, n)
+    mask = _center_mask()
+    prior, _ = gmm.sample(SampleGenerators(9, range(n)))  # what method=ddim produces: observation ignored
+    draws = gmm.posterior_sample(x_obs, mask, SampleGenerators(20, range(n)))
+    s = gm.gmm_summary(gmm, prior, x_obs, mask, draws)
+    blind = gm.gmm_summary(gmm, mask * prior + (1 - mask) * x_obs, x_obs, mask, draws)
+    assert s["energy_distance"] == pytest.approx(blind["energy_distance"]) and s["energy_distance"] > 0.012
+    assert s["coherence"] == blind["coherence"] < 0.5
