@@ -16,7 +16,6 @@ with the same config computes only the missing samples.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import time

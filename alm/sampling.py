@@ -6,7 +6,7 @@ All evaluations a method asks for at one step (one ``yield``) go through a singl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch

@@ -20,8 +20,7 @@ timed repetitions: a large value means the machine was busy).
 
 Methods come from the registry ``alm.methods.get_method``: a name with a ``conf/method/<name>.yaml``
 is built from that file (its ``kind`` and parameters), any other name is passed to ``get_method``
-as is. ``core_ddim`` is plain DDIM defined in this script (one evaluation per step), usable without
-the registry. Backbones: ``unet`` (the tiny UNet above) or any ``conf/backbone/<name>.yaml``
+as is (``ddim`` is the cheapest: one guided evaluation per step). Backbones: ``unet`` (the tiny UNet above) or any ``conf/backbone/<name>.yaml``
 (``--backbone-override key=value`` sets its values, e.g. ``path=/models/ddpm-cifar10``).
 """
 
@@ -46,7 +45,7 @@ import torch  # noqa: E402
 
 from alm.backbones.base import Backbone, Cond  # noqa: E402
 from alm.errors import ALMError  # noqa: E402
-from alm.methods.base import Eval, Method, Problem, StepContext  # noqa: E402
+from alm.methods.base import Method, Problem  # noqa: E402
 from alm.rng import SampleGenerators  # noqa: E402
 from alm.sampling import CallCounter, invert, reverse  # noqa: E402
 from alm.schedule import Schedule, make_schedule  # noqa: E402
@@ -105,35 +104,15 @@ def make_backbone(name: str, overrides: list[str]) -> Backbone:
 
 def default_backbones() -> list[str]:
     names = ["unet"]
-    try:
-        import alm.backbones.gmm  # noqa: F401
-    except ImportError:
-        return names
     if (CONF / "backbone" / "gmm.yaml").is_file():
         names.append("gmm")
     return names
 
 
-class CoreDDIM(Method):
-    """Plain DDIM over the plug-in protocol (one evaluation per step): the cheapest possible method."""
-
-    name = "core_ddim"
-    uses_observation = False
-
-    def step(self, y, ctx: StepContext):
-        (e,) = yield [Eval(y)]
-        return ctx.base_step(y, e)
-
-
 def make_method(name: str) -> Method:
-    """A method by name: ``core_ddim``, a ``conf/method/<name>.yaml``, or ``get_method(name)``."""
-    if name == "core_ddim":
-        return CoreDDIM()
-    try:
-        from alm.methods import get_method
-    except ImportError as err:
-        raise BenchError(f"alm.methods.get_method is not available ({err}); the method registry is needed "
-                         f"for {name!r} (core_ddim works without it)") from None
+    """A method by name: a ``conf/method/<name>.yaml``, or a kind for ``get_method(name)``."""
+    from alm.methods import get_method
+
     if (CONF / "method" / f"{name}.yaml").is_file():
         from alm.runner import method_from_config
 

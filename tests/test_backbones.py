@@ -29,16 +29,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZE = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine OpenMP threads
-    waiting on each other make these tests up to 30x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_unet(**kw) -> UNet2DModel:
     torch.manual_seed(0)
     cfg = dict(

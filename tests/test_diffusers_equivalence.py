@@ -35,7 +35,8 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, UNet2D
 
 from alm import steps  # noqa: E402
 from alm.backbones.diffusers_unet import DiffusersUNet  # noqa: E402
-from alm.methods.base import Eval, Method, Problem, StepContext  # noqa: E402
+from alm.methods import get_method  # noqa: E402
+from alm.methods.base import Problem  # noqa: E402
 from alm.rng import SampleGenerators  # noqa: E402
 from alm.sampling import CallCounter, invert, reverse  # noqa: E402
 from alm.schedule import make_schedule  # noqa: E402
@@ -51,27 +52,6 @@ SCHEDULERS = {
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # (single step, whole sampling run, inversion trajectory); float32 ones are relative, see the docstring
 TOL = {torch.float64: (1e-6, 1e-5, 1e-6), torch.float32: (1e-6, 1e-5, 1e-5)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared, loaded machine OpenMP threads
-    waiting on each other make these tests up to 30x slower; restore the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class _DDIM(Method):
-    """Plain DDIM written against the plug-in protocol: one evaluation, then the base step."""
-
-    name = "ddim_test"
-    uses_observation = False
-
-    def step(self, y, ctx: StepContext):
-        (e,) = yield [Eval(y)]
-        return ctx.base_step(y, e)
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +123,8 @@ def test_reverse_matches_diffusers_loop(unets, kind, dtype):
     problem = Problem(x0=torch.zeros(BATCH, 3, SIZE, SIZE, dtype=dtype), mask=torch.ones(BATCH, 1, SIZE, SIZE, dtype=dtype))
     counter = CallCounter()
     with torch.no_grad():
-        ours = reverse(backbone, _DDIM(), problem, schedule, SampleGenerators(0, range(BATCH)), counter=counter)
-        x = SampleGenerators(0, range(BATCH)).randn((3, SIZE, SIZE), dtype=dtype)  # the same Y_T as _DDIM.init
+        ours = reverse(backbone, get_method("ddim"), problem, schedule, SampleGenerators(0, range(BATCH)), counter=counter)
+        x = SampleGenerators(0, range(BATCH)).randn((3, SIZE, SIZE), dtype=dtype)  # the same Y_T as Method.init
         for t in sched.timesteps:
             x = sched.step(unet(x, t).sample, t, x).prev_sample
     assert counter.calls == NUM_STEPS and counter.evaluations == NUM_STEPS * BATCH

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -19,7 +17,8 @@ from alm.backbones.base import Backbone
 from alm.backbones.gmm import SCHEDULER_CONFIG, GaussianMixture
 from alm.data.gmm import GMMDataset
 from alm.errors import ConfigError
-from alm.methods.base import Eval, Method, Problem, StepContext
+from alm.methods import get_method
+from alm.methods.base import Problem
 from alm.methods.exact import Exact
 from alm.rng import SampleGenerators
 from alm.sampling import reverse
@@ -228,7 +227,7 @@ def test_metrics_detect_bad_samplers(gmm):
     assert gm.coherence(gmm, blind, x_obs, mask) < 0.5
     # pooled over observations the blind sampler matches the prior; the stratified TV does not
     pooled = torch.bincount(gm.component(gmm, blind), minlength=12).double() / n
-    assert gm.component_tv(pooled, w_mean := gmm.posterior_weights(x_obs, mask).mean(0)) < 0.15
+    assert gm.component_tv(pooled, gmm.posterior_weights(x_obs, mask).mean(0)) < 0.15
     assert gm.tv(gmm, blind, x_obs, mask) > 0.5
     w = gmm.posterior_weights(x_obs, mask)
     mode = gmm.image(gmm.means[w.argmax(1)]).float()
@@ -292,20 +291,10 @@ def test_default_mixture_is_hard(gmm):
 
 # --- the exact eps drives the shared core -----------------------------------------------------------------
 
-@dataclass
-class _DDIM(Method):
-    name: ClassVar[str] = "test_ddim"
-    uses_observation: ClassVar[bool] = False
-
-    def step(self, y, ctx: StepContext):
-        (e,) = yield [Eval(y)]
-        return ctx.base_step(y, e)
-
-
 def test_ddim_on_exact_eps_samples_the_prior(gmm):
     n = 2000
     problem = Problem(x0=torch.zeros(n, 1, 8, 8), mask=torch.ones(1, 1, 8, 8))
-    x = reverse(gmm, _DDIM(), problem, make_schedule(gmm.scheduler_config, 50), SampleGenerators(0, range(n)))
+    x = reverse(gmm, get_method("ddim"), problem, make_schedule(gmm.scheduler_config, 50), SampleGenerators(0, range(n)))
     freq = torch.bincount(gmm.assign(x), minlength=12).double() / n
     assert gm.component_tv(freq, gmm.weights) < 0.06, freq
     assert gmm.log_prob(x).mean() > gmm.log_prob(gmm.sample(SampleGenerators(1, range(n)))[0]).mean() - 20

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from alm.config import compose, run_dir_for
-from alm.errors import ConfigError, DataError, NumericalError
+from alm.errors import ConfigError, NumericalError
 from alm.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
