@@ -19,11 +19,15 @@ from alm.config import register_resolvers
 
 register_resolvers()
 
+#: the columns printed after a run (all of them are in <run>/table.md and metrics.csv)
+SHOWN = ["method", "samples", "mse", "mse_hole", "psnr", "ssim", "coherence", "tv", "energy_distance",
+         "variance_ratio", "seconds"]
+
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from alm.errors import ALMError
-    from alm.runner import run
+    from alm.runner import markdown_table, run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -31,7 +35,7 @@ def main(cfg: DictConfig) -> None:
     except ALMError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    print((run_dir / "table.md").read_text())
+    print(markdown_table([summary], columns=[c for c in SHOWN if c in summary]))
     print(f"images: {run_dir / 'images'}  grid: {run_dir / 'grid.png'}  table: {run_dir / 'table.md'}")
     return summary.get("mse")
 

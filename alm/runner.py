@@ -161,6 +161,22 @@ def _extra_metrics(backbone: Backbone, outputs, sources, masks, labels) -> Optio
     return hook(outputs, sources, masks, labels) if hook is not None else None
 
 
+def _save_samples(run_dir: Path, comp: Components, cfg: DictConfig, indices, items, images, masks, outputs, cost) -> None:
+    """Per sample: PNGs, then the .pt with everything (written last and atomically: it marks done)."""
+    masked = masked_source(images, masks, float(cfg.task.hole_value))
+    rows = image_metrics(outputs, images, masks)
+    extra = _extra_metrics(comp.backbone, outputs, images, masks, [it.label for it in items])
+    for j, i in enumerate(indices):
+        row = {"sample": i, **rows[j], **(extra[j] if extra else {}), **cost}
+        for kind, im in (("source", images[j]), ("masked", masked[j]), ("output", outputs[j])):
+            io.save_png(im, run_dir / "images" / f"{i:05d}_{kind}.png")
+        io.atomic_torch_save(
+            {"source": images[j].cpu(), "mask": masks[j].cpu(), "masked": masked[j].cpu(),
+             "output": outputs[j].cpu(), "label": items[j].label, "meta": items[j].meta, "metrics": row},
+            run_dir / "samples" / f"{i:05d}.pt",
+        )
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run (or finish) the config's samples in ``run_dir``; returns the summary."""
     run_dir = Path(run_dir)
@@ -176,10 +192,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), unit="sample", desc=f"{cfg.method.name}", disable=not cfg.progress)
-    counter = CallCounter()
-    t0 = time.perf_counter()
     for start in range(0, len(todo), int(cfg.batch_size)):
         indices = todo[start : start + int(cfg.batch_size)]
+        counter, t0 = CallCounter(), time.perf_counter()
         items, images, masks = _load_batch(comp, indices, device)
         with torch.no_grad():
             problem = build_problem(
@@ -192,25 +207,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         )
         with torch.no_grad():
             outputs = comp.backbone.decode(z).float()
-        masked = masked_source(images, masks, float(cfg.task.hole_value))
-        rows = image_metrics(outputs, images, masks)
-        extra = _extra_metrics(comp.backbone, outputs, images, masks, [it.label for it in items])
-        for j, i in enumerate(indices):
-            row = {"sample": i, **rows[j], **(extra[j] if extra else {})}
-            for kind, im in (("source", images[j]), ("masked", masked[j]), ("output", outputs[j])):
-                io.save_png(im, run_dir / "images" / f"{i:05d}_{kind}.png")
-            io.atomic_torch_save(
-                {"source": images[j].cpu(), "mask": masks[j].cpu(), "masked": masked[j].cpu(),
-                 "output": outputs[j].cpu(), "label": items[j].label, "meta": items[j].meta, "metrics": row},
-                samples_dir / f"{i:05d}.pt",
-            )
+        cost = {"seconds": (time.perf_counter() - t0) / len(indices), "evaluations": counter.evaluations / len(indices)}
+        _save_samples(run_dir, comp, cfg, indices, items, images, masks, outputs, cost)
         bar.update(len(indices))
     bar.close()
-    elapsed = time.perf_counter() - t0
     summary = summarize(run_dir, cfg, comp.backbone, device)
-    if todo:
-        summary["seconds_per_sample"] = elapsed / len(todo)
-        summary["evaluations_per_sample"] = counter.evaluations / len(todo)
     io.write_json(run_dir / "summary.json", summary)
     (run_dir / "table.md").write_text(markdown_table([summary], title=str(run_dir)))
     write_grid(run_dir, cfg.num_samples)

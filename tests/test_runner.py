@@ -67,7 +67,7 @@ def test_restart_finishes_missing_samples_and_redoes_none(tmp_path):
     assert full["samples"] == 4
     assert {p: p.stat().st_mtime_ns for p in first} == first  # not recomputed
     again = run(compose(["method=alm", *FAST, "num_samples=4"]), tmp_path)
-    assert "seconds_per_sample" not in again  # nothing left to do
+    assert again["seconds"] == full["seconds"] and again["evaluations"] == 3 * 10 + 10  # stored per sample; 3 evals x 10 steps + inversion
     ref = outputs_of(tmp_path / "ref", ["method=alm", *FAST])
     got = outputs(tmp_path)
     assert all((ref[i] - got[i]).abs().max() <= 1e-5 for i in ref)
