@@ -139,6 +139,22 @@ def test_cli_unknown_method(tmp_path):
     one_line_error(cli("method=nope", f"hydra.run.dir={tmp_path}"), "method/nope")
 
 
+def test_cli_unknown_backbone(tmp_path):
+    one_line_error(cli("backbone=nope", f"hydra.run.dir={tmp_path}"), "backbone/nope")
+
+
+def test_cli_missing_checkpoint_is_one_line(tmp_path):
+    env_home = tmp_path / "hf"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "backbone=unet_pixel", "dataset=image_folder",
+         f"dataset.path={_image_folder(tmp_path / 'data', size=32)}", "num_samples=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(env_home), "HF_HUB_CACHE": str(env_home / "hub")},
+    )
+    one_line_error(proc, "error:", "google/ddpm-cifar10-32")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
 def test_cli_unknown_key(tmp_path):
     one_line_error(cli("method.w9=1", f"hydra.run.dir={tmp_path}"), "w9")
 
