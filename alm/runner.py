@@ -39,7 +39,7 @@ from alm.schedule import make_schedule
 from alm.tasks.inpaint import build_problem, check_task, masked_source
 
 #: config keys that do not change any sample's output (so they may change between restarts)
-NON_OUTPUT_KEYS = ("batch_size", "num_samples", "device", "progress", "paths", "hydra", "logger")
+NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "progress", "paths", "hydra", "logger")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -139,6 +139,8 @@ def build_components(cfg: DictConfig, device: torch.device) -> Components:
         raise ConfigError(f"num_samples={cfg.num_samples} but dataset {cfg.dataset.name} has only {len(dataset)} items")
     if cfg.num_samples < 1 or cfg.batch_size < 1:
         raise ConfigError("num_samples and batch_size must be positive")
+    if not 0 <= cfg.shard_index < cfg.shard_count:
+        raise ConfigError(f"shard_index={cfg.shard_index} must be in [0, shard_count={cfg.shard_count})")
     return Components(backbone, dataset, masks, method)
 
 
@@ -188,7 +190,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     schedule = make_schedule(comp.backbone.scheduler_config, int(cfg.sampler.steps), cfg.sampler.name)
     samples_dir = run_dir / "samples"
-    todo = [i for i in range(cfg.num_samples) if not (samples_dir / f"{i:05d}.pt").exists()]
+    todo = [
+        i for i in range(cfg.shard_index, cfg.num_samples, cfg.shard_count)
+        if not (samples_dir / f"{i:05d}.pt").exists()
+    ]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), unit="sample", desc=f"{cfg.method.name}", disable=not cfg.progress)

@@ -60,6 +60,16 @@ def outputs_of(run_dir: Path, overrides: list[str]) -> dict[int, torch.Tensor]:
     return outputs(run_dir)
 
 
+def test_shards_fill_one_folder_with_the_same_outputs(tmp_path):
+    for k in range(3):
+        run(compose(["method=bld", *FAST, "num_samples=5", "batch_size=2", f"shard_index={k}", "shard_count=3"]), tmp_path / "sharded")
+    ref = outputs_of(tmp_path / "ref", ["method=bld", *FAST, "num_samples=5"])
+    got = outputs(tmp_path / "sharded")
+    assert sorted(got) == list(range(5)) and all((ref[i] - got[i]).abs().max() <= 1e-5 for i in ref)
+    with pytest.raises(ConfigError, match="shard_index"):
+        run(compose(["method=bld", *FAST, "shard_index=3", "shard_count=3"]), tmp_path / "bad")
+
+
 def test_restart_finishes_missing_samples_and_redoes_none(tmp_path):
     run(compose(["method=alm", *FAST, "num_samples=2"]), tmp_path)
     first = {p: p.stat().st_mtime_ns for p in (tmp_path / "samples").glob("*.pt")}
