@@ -167,6 +167,7 @@ class DiffusersUNet(Backbone):
         variant: Optional[str] = None,
         cache_dir: Optional[str] = None,
         name: str = "unet_pixel",
+        missing_hint: Optional[str] = None,
     ):
         """Load a UNet from ``path`` (a local folder) or ``repo_id`` (the local HF cache only).
 
@@ -174,11 +175,12 @@ class DiffusersUNet(Backbone):
         config. ``num_classes``: see the null class convention above. ``null_embedding``: the
         null condition of a cross-attention model, a tensor (L, D) or a ``torch.save``d file; zeros
         of shape (``cond_length``, cross_attention_dim) if not given. ``prediction_type``: overrides
-        the scheduler config's. ``variant``: weights variant (e.g. "fp16").
+        the scheduler config's. ``variant``: weights variant (e.g. "fp16"). ``missing_hint``: how to
+        make the checkpoint, added to the one-line error when ``path`` does not exist.
         """
         super().__init__()
         torch_dtype = _dtype(dtype)
-        folder, subfolder, sched_file = self._find(path, repo_id, revision, cache_dir)
+        folder, subfolder, sched_file = self._find(path, repo_id, revision, cache_dir, missing_hint)
         source = str(folder / subfolder) if subfolder else str(folder)
         config = _read_json(Path(source) / "config.json", "model config")
         cls_name = config.get("_class_name")
@@ -233,12 +235,13 @@ class DiffusersUNet(Backbone):
     # -- construction helpers
 
     @classmethod
-    def _find(cls, path, repo_id, revision, cache_dir) -> tuple[Path, Optional[str], Optional[Path]]:
+    def _find(cls, path, repo_id, revision, cache_dir, missing_hint=None) -> tuple[Path, Optional[str], Optional[Path]]:
         if path:
             folder = Path(path).expanduser()
             if not folder.exists():
-                raise CheckpointError(f"backbone.path {folder} does not exist; set backbone.path to a local diffusers "
-                                      f"model folder (config.json + weights, or a pipeline with unet/ and scheduler/)")
+                how = missing_hint or ("set backbone.path to a local diffusers model folder (config.json + weights, "
+                                       "or a pipeline with unet/ and scheduler/)")
+                raise CheckpointError(f"backbone.path {folder} does not exist; {how}")
             if not folder.is_dir():
                 raise CheckpointError(f"backbone.path {folder} is a file, not a diffusers model folder")
         elif repo_id:
