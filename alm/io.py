@@ -49,6 +49,11 @@ def save_png(image: torch.Tensor, path: Path, min_size: int = 64) -> None:
     os.replace(tmp, path)
 
 
+def shown_masked(source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The masked input as pictures show it: the hole mid-grey, whatever value the model was given."""
+    return source * (1 - mask) + 0.0 * mask
+
+
 def grid(images: list[list[torch.Tensor]], pad: int = 1) -> torch.Tensor:
     """Tile rows of (C, H, W) images into one image with ``pad`` px of white between tiles."""
     rows = []

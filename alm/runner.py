@@ -170,7 +170,8 @@ def _save_samples(run_dir: Path, comp: Components, cfg: DictConfig, indices, ite
     extra = _extra_metrics(comp.backbone, outputs, images, masks, [it.label for it in items])
     for j, i in enumerate(indices):
         row = {"sample": i, **rows[j], **(extra[j] if extra else {}), **cost}
-        for kind, im in (("source", images[j]), ("masked", masked[j]), ("output", outputs[j])):
+        shown = io.shown_masked(images[j], masks[j])
+        for kind, im in (("source", images[j]), ("masked", shown), ("output", outputs[j])):
             io.save_png(im, run_dir / "images" / f"{i:05d}_{kind}.png")
         io.atomic_torch_save(
             {"source": images[j].cpu(), "mask": masks[j].cpu(), "masked": masked[j].cpu(),
@@ -276,6 +277,6 @@ def write_grid(run_dir: Path, num_samples: int, max_rows: int = 8) -> None:
         path = run_dir / "samples" / f"{i:05d}.pt"
         if path.exists() and len(rows) < max_rows:
             d = torch.load(path, weights_only=False)
-            rows.append([d["source"], d["masked"], d["output"].clamp(-1, 1)])
+            rows.append([d["source"], io.shown_masked(d["source"], d["mask"]), d["output"].clamp(-1, 1)])
     if rows:
         io.save_png(io.grid(rows), run_dir / "grid.png", min_size=256)

@@ -132,7 +132,7 @@ def write_comparison_grid(grids: list[tuple[str, Path]], path: Path, rows: int) 
         if not all(f.exists() for f in files):
             break
         first = torch.load(files[0], weights_only=False)
-        row = [first["source"], first["masked"]] + [torch.load(f, weights_only=False)["output"].clamp(-1, 1) for f in files]
+        row = [first["source"], io.shown_masked(first["source"], first["mask"])] + [torch.load(f, weights_only=False)["output"].clamp(-1, 1) for f in files]
         table.append(row)
     if table:
         io.save_png(io.grid(table), path, min_size=256)

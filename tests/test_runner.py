@@ -20,7 +20,7 @@ from alm.errors import ConfigError, NumericalError
 from alm.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["sampler.steps=10", "num_samples=4", "batch_size=4", "progress=false"]
+FAST = ["backbone=gmm", "dataset=gmm", "mask=center", "sampler.steps=10", "num_samples=4", "batch_size=4", "progress=false"]
 METHODS = ["alm", "alm_fused", "alm_wo_alm", "alm_wo_cond", "alm_wo_joint", "syncsde", "bld",
            "recon_guidance", "recon_guidance_imputation", "ddim", "exact"]
 
@@ -106,7 +106,7 @@ def test_nan_is_reported_with_sample_ids_and_earlier_batches_are_kept(tmp_path):
 
 def test_invalid_combinations_are_refused_before_work(tmp_path):
     with pytest.raises(ConfigError, match="exact"):
-        run(compose(["method=exact", "backbone=unet_pixel", *FAST]), tmp_path / "a")
+        run(compose(["method=exact", *FAST, "backbone=unet_pixel"]), tmp_path / "a")
     with pytest.raises(ConfigError, match="num_samples"):
         run(compose(["method=alm", "num_samples=100000", "progress=false"]), tmp_path / "b")
     with pytest.raises(ConfigError, match="task.observed"):
@@ -138,7 +138,7 @@ def _image_folder(path: Path, n: int = 3, size: int = 8) -> Path:
 
 
 def _folder_run(tmp_path: Path, data: Path, masks: Path | None = None, **extra: str) -> list[str]:
-    args = ["dataset=image_folder", f"dataset.path={data}", "dataset.resolution=8", "dataset.channels=1",
+    args = ["backbone=gmm", "dataset=image_folder", f"dataset.path={data}", "dataset.resolution=8", "dataset.channels=1",
             "num_samples=2", "sampler.steps=5", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]
     if masks is not None:
         args += ["mask=folder", f"mask.folder={masks}"]
