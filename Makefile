@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench table-gmm clean-runs help
+.PHONY: setup demo test test-all bench table-gmm eval paper-ranks clean-runs help
 
 help:
 	@echo "make setup      create $(VENV) and install alm with exactly pinned dependencies (constraints.txt)"
@@ -13,6 +13,8 @@ help:
 	@echo "make test       set up, then run the test suite (PYTEST_ARGS=--runslow adds slow tests)"
 	@echo "make bench      seconds per sample and ratios ALM / SyncSDE, core overhead vs bare network"
 	@echo "make table-gmm  all methods on the exact Gaussian-mixture testbed -> results/gmm/"
+	@echo "make eval       evaluate run folders (RUNS=..., EVAL_ARGS='metrics=inpaint ...') -> table with a Rank column"
+	@echo "make paper-ranks  check that the rank rule reproduces the paper's printed Rank columns"
 
 setup: $(VENV)/.installed
 
@@ -35,6 +37,16 @@ bench: setup
 
 table-gmm: setup
 	$(PY) scripts/run_experiment.py experiments/gmm.yaml
+
+RUNS ?= results/runs
+eval: setup
+	$(PY) -m alm.evaluate $(RUNS) $(EVAL_ARGS)
+
+paper-ranks: setup
+	$(PY) -m alm.rank results/paper/table1.csv --lower lpips,mse --higher ssim,cs --group dataset,rows --check paper_rank
+	$(PY) -m alm.rank results/paper/table3.csv --lower fid,kid --higher aesthetic,clip --check paper_rank
+	$(PY) -m alm.rank results/paper/table4.csv --lower fid,matching --higher r_precision,diversity --group scenario --check paper_rank
+	$(PY) -m alm.rank results/paper/table7.csv --lower fid,matching --higher r_precision,diversity --check paper_rank
 
 clean-runs:
 	rm -rf results/runs

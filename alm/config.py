@@ -40,6 +40,7 @@ def compose(overrides: list[str] | None = None):
 #: override keys that name the folder's path components or do not change outputs (hydra.job.config)
 FOLDER_EXCLUDED = {
     "task", "dataset", "backbone", "method", "mask", "sampler", "sampler.steps", "experiment", "seed", "batch_size",
+    "metrics", "logger",
     "shard_index", "shard_count", "num_samples", "device", "progress", "paths.root", "paths.runs", "hydra.run.dir", "hydra.sweep.dir",
 }
 

@@ -39,7 +39,7 @@ from alm.schedule import make_schedule
 from alm.tasks.inpaint import build_problem, check_task, masked_source
 
 #: config keys that do not change any sample's output (so they may change between restarts)
-NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "progress", "paths", "hydra", "logger")
+NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "progress", "paths", "hydra", "logger", "metrics")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -182,13 +182,34 @@ def _save_samples(run_dir: Path, comp: Components, cfg: DictConfig, indices, ite
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Run (or finish) the config's samples in ``run_dir``; returns the summary."""
+    from alm.loggers import make_logger
+    from alm.metrics import prepare_metrics
+
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
     comp = build_components(cfg, device)  # every config error surfaces here, before any work
+    metric_set = prepare_metrics(cfg.get("metrics"))  # so does a metric whose weights are missing
     run_dir.mkdir(parents=True, exist_ok=True)
     check_fingerprint(run_dir, fingerprint(cfg))
     io.atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    with make_logger(cfg.get("logger"), run_dir, cfg) as logger:  # one logger run per job, finished on a crash
+        summary = _sample(cfg, run_dir, comp, device)
+        complete = all((run_dir / "samples" / f"{i:05d}.pt").exists() for i in range(cfg.num_samples))
+        if metric_set.metrics and complete:  # the evaluation stage, once every shard is done (cached in <run>/eval/)
+            from alm.evaluate import evaluate_run
 
+            ev = evaluate_run(run_dir, metric_set, device, progress=bool(cfg.progress), label=str(cfg.method.name))
+            summary.update({k: v for k, v in ev.summary.items() if k not in ("label", "samples")})
+        io.write_json(run_dir / "summary.json", summary)
+        (run_dir / "table.md").write_text(markdown_table([summary], title=str(run_dir)))
+        write_grid(run_dir, cfg.num_samples)
+        logger.log_samples(load_rows(run_dir, cfg.num_samples))
+        logger.log_summary(summary, run_dir / "grid.png")
+    return summary
+
+
+def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.device) -> dict:
+    """Sample the missing samples of ``run_dir`` (this shard's); the summary of all its samples."""
     schedule = make_schedule(comp.backbone.scheduler_config, int(cfg.sampler.steps), cfg.sampler.name)
     samples_dir = run_dir / "samples"
     todo = [
@@ -217,11 +238,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         _save_samples(run_dir, comp, cfg, indices, items, images, masks, outputs, cost)
         bar.update(len(indices))
     bar.close()
-    summary = summarize(run_dir, cfg, comp.backbone, device)
-    io.write_json(run_dir / "summary.json", summary)
-    (run_dir / "table.md").write_text(markdown_table([summary], title=str(run_dir)))
-    write_grid(run_dir, cfg.num_samples)
-    return summary
+    return summarize(run_dir, cfg, comp.backbone, device)
 
 
 def load_rows(run_dir: Path, num_samples: int) -> list[dict]:

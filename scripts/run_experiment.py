@@ -19,15 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from alm import io  # noqa: E402
 from alm.config import compose, run_dir_for  # noqa: E402
 from alm.errors import ALMError, NumericalError  # noqa: E402
+from alm.evaluate import evaluate_experiment, plan_evaluation  # noqa: E402
+from alm.figures import comparison_grid  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
 from alm.runner import markdown_table, run  # noqa: E402
 
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     t_start = time.perf_counter()
     try:
+        plan = plan_evaluation(exp.evaluate) if "evaluate" in exp else None  # metric weights checked before sampling
         runs = {l: list(o) for l, o in exp.runs.items()}
         for label, overrides in run_sweeps(exp, common, extra, output).items():
             runs[f"{label} (tuned)"] = overrides
@@ -117,26 +118,16 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(summaries)
     grids = [(s["method"], s["_dir"]) for s in summaries if s["method"] in set(exp.get("grid", [s["method"] for s in summaries]))]
-    write_comparison_grid(grids, output / "grid.png", rows=int(exp.get("grid_rows", 6)))
+    if grids:
+        comparison_grid(grids, output / "grid.png", rows=int(exp.get("grid_rows", 6)))
     print((output / "table.md").read_text())
+    if plan is not None:  # the evaluation stage: evaluation_table.md / .csv, evaluation_rows.csv, figures
+        try:
+            print(evaluate_experiment(plan, [(s["method"], s["_dir"]) for s in summaries], output, command))
+        except ALMError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
-
-
-def write_comparison_grid(grids: list[tuple[str, Path]], path: Path, rows: int) -> None:
-    """Rows = samples; columns = source, masked input, then each run's output (in table order)."""
-    if not grids:
-        return
-    table = []
-    for i in range(rows):
-        files = [d / "samples" / f"{i:05d}.pt" for _, d in grids]
-        if not all(f.exists() for f in files):
-            break
-        first = torch.load(files[0], weights_only=False)
-        row = [first["source"], io.shown_masked(first["source"], first["mask"])] + [torch.load(f, weights_only=False)["output"].clamp(-1, 1) for f in files]
-        table.append(row)
-    if table:
-        io.save_png(io.grid(table), path, min_size=256)
-        (path.parent / "grid_columns.txt").write_text("source, masked, " + ", ".join(l for l, _ in grids) + "\n")
 
 
 if __name__ == "__main__":

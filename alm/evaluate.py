@@ -1,0 +1,372 @@
+"""The evaluation stage: run folders -> per-sample metric rows -> aggregated tables (separately from sampling).
+
+    python -m alm.evaluate RUN [RUN ...] [--out DIR] [--labels a,b,...] [--only lpips,mse] [--title TEXT]
+                           [metrics=<name>] [metrics.<col>.<option>=...] [device=cpu] [logger=wandb] ...
+
+A RUN is a run folder (it has ``samples/``) or any folder above run folders (every run below it is
+evaluated). The remaining ``key=value`` arguments override ``conf/evaluate.yaml`` (Hydra syntax; the
+metric set is the ``metrics`` group, ``conf/metrics/*.yaml``).
+
+Every metric is built and its weights checked before any run is read: a missing file is a one-line
+error (``metrics.skip_unavailable=true``: a warning, the column left out).
+
+Per run, ``<run>/eval/per_sample.csv`` holds one row per sample and per-sample metric, and
+``<run>/eval/values.json`` each metric's config, the samples it saw and, for set metrics (FID, KID), its
+value. A metric whose config, samples and evaluated tensor are unchanged is not computed again, so a
+table can be rebuilt or extended with a new metric cheaply (``force=true`` recomputes everything).
+Aggregation is a separate step: the mean of each per-sample column over the run's samples, plus the set
+metrics. The tables (``table.md``, ``table.csv``; ``rows.csv``: every run's per-sample rows) go to
+``--out`` (default: ``<run>/eval/`` for one run, ``results/eval/<metrics name>/`` for several) and record
+the command that made them. With several runs a Rank column ranks them (``alm.ranking``; each metric's
+``higher_is_better``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from alm import io
+from alm.errors import ALMError, ConfigError, DataError
+from alm.metrics import MetricSet, prepare_metrics
+from alm.ranking import rank_column
+from alm.tables import markdown, read_csv, write_csv
+
+EVAL_DIR = "eval"
+STORE_ROWS = "per_sample.csv"   # <run>/eval/: every per-sample metric ever computed on the run
+STORE_VALUES = "values.json"    # <run>/eval/: each metric's config, samples seen, set-metric values
+
+
+@dataclass
+class RunEval:
+    """One run's evaluation: per-sample rows (``sample`` + per-sample metric columns) and its summary."""
+
+    label: str
+    run_dir: Path
+    rows: list[dict]
+    summary: dict
+
+
+# -- config ------------------------------------------------------------------------------------------
+def compose_evaluate(overrides: Sequence[str] = ()):
+    """Compose ``conf/evaluate.yaml`` with Hydra overrides (outside a Hydra app)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    from alm.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name="evaluate", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as err:
+        cause: Optional[BaseException] = err
+        while cause is not None and not str(cause).strip():
+            cause = cause.__cause__
+        lines = [l.strip() for l in str(cause or type(err).__name__).strip().splitlines() if l.strip()]
+        raise ConfigError(" ".join(lines[:2])) from None
+
+
+# -- run folders -------------------------------------------------------------------------------------
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Run folders (with ``samples/``) given directly or found below the given folders, in order."""
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise DataError(f"no such run folder: {p}")
+        if (p / "samples").is_dir():
+            found = [p]
+        else:
+            found = sorted(d.parent for d in p.rglob("samples") if d.is_dir() and (d.parent / "config.yaml").is_file())
+        if not found:
+            raise DataError(f"{p} is not a run folder (no samples/) and holds none")
+        runs += [r for r in found if r not in runs]
+    return runs
+
+
+def sample_files(run_dir: Path) -> list[tuple[int, Path]]:
+    files = []
+    for f in sorted((run_dir / "samples").glob("*.pt")):
+        if f.stem.isdigit():
+            files.append((int(f.stem), f))
+    if not files:
+        raise DataError(f"{run_dir} has no samples (samples/*.pt)")
+    return files
+
+
+def run_config(run_dir: Path):
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / "config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
+def default_labels(runs: Sequence[Path]) -> list[str]:
+    """The method name of each run; where two runs share one, their folder path below the common parent."""
+    names = []
+    for r in runs:
+        cfg = run_config(r)
+        names.append(str(cfg.method.name) if cfg is not None and "method" in cfg else r.name)
+    if len(set(names)) == len(names):
+        return names
+    parts = [Path(r).resolve().parts for r in runs]
+    n = 0
+    while all(len(p) > n + 1 for p in parts) and len({p[n] for p in parts}) == 1:
+        n += 1
+    return [str(Path(*p[n:])) for p in parts]
+
+
+# -- the per-run store -------------------------------------------------------------------------------
+def _load_store(run_dir: Path) -> tuple[dict[int, dict], dict]:
+    base = run_dir / EVAL_DIR
+    rows: dict[int, dict] = {}
+    if (base / STORE_ROWS).is_file():
+        _, raw = read_csv(base / STORE_ROWS)
+        for r in raw:
+            i = int(r.pop("sample"))
+            rows[i] = {"sample": i, **{k: float(v) for k, v in r.items() if v not in ("", None)}}
+    values = json.loads((base / STORE_VALUES).read_text()) if (base / STORE_VALUES).is_file() else {}
+    return rows, values
+
+
+def _save_store(run_dir: Path, rows: dict[int, dict], values: dict) -> None:
+    base = run_dir / EVAL_DIR
+    columns = ["sample", *dict.fromkeys(k for r in rows.values() for k in r if k != "sample")]
+    write_csv(base / STORE_ROWS, columns, [rows[i] for i in sorted(rows)])
+    io.write_json(base / STORE_VALUES, values)
+
+
+def _stack(items: list[dict], key: str, run_dir: Path) -> torch.Tensor:
+    if key not in items[0]:
+        raise DataError(f"{run_dir}: samples have no {key!r} tensor (keys: {', '.join(sorted(items[0]))})")
+    return torch.stack([d[key].float() for d in items])
+
+
+def evaluate_run(run_dir: Path, mset: MetricSet, device: torch.device, output_key: str = "output",
+                 force: bool = False, progress: bool = True, label: Optional[str] = None) -> RunEval:
+    """Compute (or reuse) every metric of ``mset`` on one run folder; per-sample rows and the summary."""
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    label = label or run_dir.name
+    files = sample_files(run_dir)
+    ids = [i for i, _ in files]
+    rows, values = _load_store(run_dir)
+
+    def fresh(key: str) -> bool:
+        v, m = values.get(key), mset.metrics[key]
+        if force or not v or v["config"] != mset.configs[key] or v["samples"] != ids or v["output_key"] != output_key:
+            return False
+        if v.get("version") != m.version:  # the metric's definition changed since
+            return False
+        return not m.per_sample or all(key in rows.get(i, {}) for i in ids)
+
+    todo = [k for k in mset.metrics if not fresh(k)]
+    if todo:
+        for k in todo:
+            mset.metrics[k].setup(device)
+            mset.metrics[k].reset()
+        bar = tqdm(total=len(files), unit="sample", desc=f"evaluate {label}", disable=not progress)
+        for start in range(0, len(files), mset.batch_size):
+            chunk = files[start : start + mset.batch_size]
+            items = [torch.load(f, map_location="cpu", weights_only=False) for _, f in chunk]
+            output = _stack(items, output_key, run_dir).to(device)
+            source = _stack(items, "source", run_dir).to(device)
+            mask = _stack(items, "mask", run_dir).to(device)
+            labels, metas = [d.get("label") for d in items], [d.get("meta") or {} for d in items]
+            for k in todo:
+                vals = mset.metrics[k].update(output, source, mask, labels, metas)
+                if vals is not None:
+                    for (i, _), v in zip(chunk, vals.tolist()):
+                        rows.setdefault(i, {"sample": i})[k] = v
+            bar.update(len(chunk))
+        bar.close()
+        for k in todo:
+            m = mset.metrics[k]
+            entry = {"config": mset.configs[k], "version": m.version, "samples": ids, "output_key": output_key,
+                     "per_sample": m.per_sample, "higher_is_better": m.higher_is_better, "region": m.region,
+                     "title": m.describe()}
+            if not m.per_sample:
+                entry["value"] = m.compute()
+                entry["extra"] = m.compute_extra()
+            else:  # values of samples no longer in the run are dropped
+                for i in set(rows) - set(ids):
+                    rows[i].pop(k, None)
+            values[k] = entry
+        _save_store(run_dir, {i: rows.get(i, {"sample": i}) for i in sorted(set(rows) | set(ids))}, values)
+    run_rows = [{"sample": i, **{k: rows.get(i, {}).get(k, math.nan) for k in mset.metrics if mset.metrics[k].per_sample}}
+                for i in ids]
+    return RunEval(label, run_dir, run_rows, aggregate(run_rows, mset, values, label))
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], mset: MetricSet, values: Mapping[str, dict], label: str) -> dict:
+    """The summary of one run: mean of each per-sample column (finite values), then the set metrics."""
+    summary: dict[str, Any] = {"label": label, "samples": len(rows)}
+    for k, m in mset.metrics.items():
+        if m.per_sample:
+            vals = [float(r[k]) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
+            summary[k] = sum(vals) / len(vals) if vals else math.nan
+        else:
+            summary[k] = float(values[k]["value"])
+            for suffix, v in values[k].get("extra", {}).items():
+                summary[f"{k}_{suffix}"] = float(v)
+    return summary
+
+
+# -- tables ------------------------------------------------------------------------------------------
+def table_columns(mset: MetricSet, summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    cols = ["label", "samples"]
+    for k in mset.metrics:
+        cols += [c for c in summaries[0] if c == k or (c.startswith(k + "_") and c not in mset.metrics)] if summaries else [k]
+    return list(dict.fromkeys(cols))
+
+
+def write_tables(results: Sequence[RunEval], mset: MetricSet, out_dir: Path, command: str, title: str = "",
+                 rank: bool = True, prefix: str = "") -> str:
+    """``table.md`` / ``table.csv`` (one row per run) and ``rows.csv`` (every sample of every run)."""
+    out_dir = Path(out_dir)
+    summaries = [dict(r.summary) for r in results]
+    columns = table_columns(mset, summaries)
+    directions = mset.directions()
+    if rank and len(summaries) > 1 and directions:
+        for s, k in zip(summaries, rank_column(summaries, directions)):
+            s["rank"] = k
+        columns.append("rank")
+    arrows = {k: (f"{k} ↑" if m.higher_is_better else f"{k} ↓") for k, m in mset.metrics.items()}
+    lines = [f"# {title or 'Evaluation: ' + mset.name}", "", f"Made by `{command}`.", ""]
+    for k, m in mset.metrics.items():
+        ranked = "" if mset.ranked.get(k, True) else ", not ranked"
+        lines.append(f"- `{k}`: {m.describe()} ({'higher' if m.higher_is_better else 'lower'} is better{ranked})")
+    for k, why in mset.skipped.items():
+        lines.append(f"- `{k}`: left out ({why})")
+    if "rank" in columns:
+        lines.append("- `rank`: the paper's rule over the ranked columns (rank each, average, rank the averages)")
+    lines.append("")
+    runs_line = "Runs: " + "; ".join(f"{r.label} = `{r.run_dir}`" for r in results)
+    md = "\n".join(lines) + "\n" + markdown(columns, summaries, arrows) + "\n" + runs_line + "\n"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    io.atomic_write_bytes(out_dir / f"{prefix}table.md", md.encode())
+    write_csv(out_dir / f"{prefix}table.csv", columns, summaries)
+    sample_cols = ["label", "sample", *[k for k, m in mset.metrics.items() if m.per_sample]]
+    write_csv(out_dir / f"{prefix}rows.csv", sample_cols, [{"label": r.label, **row} for r in results for row in r.rows])
+    return md
+
+
+# -- one call for a list of runs (CLI, experiments, runner) --------------------------------------------
+def evaluate_runs(runs: Sequence[tuple[str, Path]], mset: MetricSet, cfg: Any, logger_node: Any = None) -> list[RunEval]:
+    from alm.loggers import make_logger
+    from alm.runner import resolve_device
+
+    device = resolve_device(str(cfg.get("device", "auto")))
+    results = []
+    for label, run_dir in runs:
+        res = evaluate_run(run_dir, mset, device, output_key=str(cfg.get("output_key", "output")),
+                           force=bool(cfg.get("force", False)), progress=bool(cfg.get("progress", True)), label=label)
+        if logger_node is not None:
+            with make_logger(logger_node, run_dir, run_config(run_dir), job_type="evaluate") as logger:
+                logger.log_samples(res.rows)
+                logger.log_summary(res.summary, Path(run_dir) / "grid.png")
+        results.append(res)
+    return results
+
+
+@dataclass
+class EvaluationPlan:
+    """An experiment's ``evaluate:`` section, composed and checked (weights on disk) before sampling."""
+
+    cfg: Any
+    mset: MetricSet
+    spec: dict
+
+
+def plan_evaluation(spec: Mapping[str, Any]) -> EvaluationPlan:
+    """``evaluate: {metrics: <name>, overrides: [<col>.<opt>=v, ...], only: [...], config: [k=v, ...],
+    title: ..., rank: true, figures: {grid: {runs: [...], rows: 6}}}`` -> a checked plan."""
+    from omegaconf import DictConfig, OmegaConf
+
+    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    unknown = set(spec) - {"metrics", "overrides", "only", "config", "title", "rank", "figures", "output_key"}
+    if unknown:
+        raise ConfigError(f"evaluate: unknown key(s) {', '.join(sorted(unknown))}")
+    overrides = [f"metrics={spec.get('metrics', 'pixel')}", *[f"metrics.{o}" for o in spec.get("overrides", [])],
+                 *spec.get("config", [])]
+    if "output_key" in spec:
+        overrides.append(f"output_key={spec['output_key']}")
+    cfg = compose_evaluate(overrides)
+    return EvaluationPlan(cfg, prepare_metrics(cfg.metrics, only=spec.get("only")), spec)
+
+
+def evaluate_experiment(plan: EvaluationPlan, runs: Sequence[tuple[str, Path]], output: Path, command: str) -> str:
+    """Evaluate an experiment's runs; ``output/evaluation.md|csv``, ``evaluation_rows.csv`` and its figures."""
+    results = evaluate_runs(runs, plan.mset, plan.cfg, plan.cfg.get("logger"))
+    md = write_tables(results, plan.mset, output, command, title=plan.spec.get("title", ""),
+                      rank=bool(plan.spec.get("rank", True)), prefix="evaluation_")
+    grid = (plan.spec.get("figures") or {}).get("grid")
+    if grid:
+        from alm.figures import comparison_grid
+
+        by_label = dict(runs)
+        wanted = grid.get("runs") or [l for l, _ in runs]
+        missing = [l for l in wanted if l not in by_label]
+        if missing:
+            raise ConfigError(f"evaluate.figures.grid.runs: no run labelled {', '.join(missing)}")
+        comparison_grid([(l, by_label[l]) for l in wanted], output / grid.get("file", "comparison.png"),
+                        rows=int(grid.get("rows", 6)), output_key=str(plan.cfg.get("output_key", "output")))
+    return md
+
+
+# -- command line ------------------------------------------------------------------------------------
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m alm.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("items", nargs="*", help="run folders (or folders above them) and key=value overrides")
+    ap.add_argument("--out", type=Path, default=None, help="table folder")
+    ap.add_argument("--labels", default="", help="comma-separated labels, one per run (default: method names)")
+    ap.add_argument("--only", default="", help="comma-separated metric columns to compute (default: all)")
+    ap.add_argument("--title", default="", help="the table's title")
+    args = ap.parse_intermixed_args(argv)
+    try:
+        paths, overrides = [], []
+        for item in args.items:
+            if Path(item).exists():
+                paths.append(Path(item))
+            elif "=" in item or item.startswith("~"):
+                overrides.append(item)
+            else:
+                raise DataError(f"no such run folder: {item}")
+        if not paths:
+            raise ConfigError("give at least one run folder")
+        runs = find_runs(paths)
+        labels = [l.strip() for l in args.labels.split(",")] if args.labels else default_labels(runs)
+        if len(labels) != len(runs):
+            raise ConfigError(f"--labels gives {len(labels)} labels for {len(runs)} runs")
+        cfg = compose_evaluate(overrides)
+        only = [c.strip() for c in args.only.split(",") if c.strip()] or None
+        mset = prepare_metrics(cfg.metrics, only=only)  # every weight checked before any work
+        results = evaluate_runs(list(zip(labels, runs)), mset, cfg, cfg.get("logger"))
+        out = args.out or (runs[0] / EVAL_DIR if len(runs) == 1 else Path(cfg.paths.eval) / mset.name)
+        command = "python -m alm.evaluate " + shlex.join(argv)
+        md = write_tables(results, mset, out, command, title=args.title, rank=bool(cfg.rank))
+    except ALMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(md)
+    print(f"tables: {out / 'table.md'}  {out / 'table.csv'}  per-sample rows: {out / 'rows.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The evaluation stage on real run folders (Gaussian-mixture backbone, 1x8x8 images)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _eval_runs import copy_run, gmm_runs
+
+from alm.evaluate import STORE_ROWS, compose_evaluate, evaluate_experiment, main, plan_evaluation
+from alm.metrics import MissingWeightsError, prepare_metrics
+from alm.tables import read_csv
+
+
+@pytest.fixture
+def runs(tmp_path_factory, tmp_path):
+    """Fresh copies of the session's run folders (evaluation writes into them)."""
+    return {k: copy_run(v, tmp_path / "runs") for k, v in gmm_runs(tmp_path_factory).items()}
+
+
+def test_evaluate_writes_rows_and_a_ranked_table_with_its_command(runs, tmp_path, capsys):
+    out = tmp_path / "table"
+    args = [str(runs["alm"]), str(runs["ddim"]), "--out", str(out), "metrics=pixel", "progress=false"]
+    assert main(args) == 0, capsys.readouterr().err
+    md = (out / "table.md").read_text()
+    assert "Made by `python -m alm.evaluate " in md and "metrics=pixel" in md
+    columns, table = read_csv(out / "table.csv")
+    assert [r["label"] for r in table] == ["alm", "ddim"] and columns[-1] == "rank"
+    assert {"mse", "mse_hole", "ssim", "fid_pixels", "kid_pixels", "kid_pixels_std"} <= set(columns)
+    _, rows = read_csv(out / "rows.csv")
+    assert len(rows) == 8 and {r["label"] for r in rows} == {"alm", "ddim"}
+    # the per-sample rows agree with the runner's own per-sample metrics (same definitions)
+    for r in rows:
+        if r["label"] != "alm":
+            continue
+        runner_row = torch.load(runs["alm"] / "samples" / f"{int(r['sample']):05d}.pt", weights_only=False)["metrics"]
+        for k in ("mse", "mse_hole", "psnr", "ssim"):
+            assert float(r[k]) == pytest.approx(runner_row[k], rel=1e-5, abs=1e-7)
+    # aggregation is a separate step: the table's mean is the mean of the rows
+    alm_mse = [float(r["mse"]) for r in rows if r["label"] == "alm"]
+    assert float(table[0]["mse"]) == pytest.approx(sum(alm_mse) / 4)
+    assert (runs["alm"] / "eval" / STORE_ROWS).is_file() and (runs["alm"] / "eval" / "values.json").is_file()
+
+
+def test_cached_metrics_are_reused_and_a_changed_metric_is_recomputed(runs, tmp_path, monkeypatch, capsys):
+    args = [str(runs["alm"]), "--out", str(tmp_path / "t"), "progress=false", "--only", "mse,ssim"]
+    assert main(args) == 0
+    first = {r["label"]: r for r in read_csv(tmp_path / "t" / "table.csv")[1]}["alm"]
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a cached metric")
+
+    monkeypatch.setattr("alm.metrics.pixel.SSIM.values", boom)
+    assert main([*args, "+metrics.mse.scale=100"]) == 0, capsys.readouterr().err
+    second = read_csv(tmp_path / "t" / "table.csv")[1][0]
+    assert float(second["mse"]) == pytest.approx(100 * float(first["mse"]))
+    assert second["ssim"] == first["ssim"]
+    monkeypatch.undo()
+    assert main([*args, "force=true"]) == 0
+    (runs["alm"] / "eval" / STORE_ROWS).unlink()  # per-sample values lost: recomputed, not reported as NaN
+    assert main([*args, "+metrics.mse.scale=100"]) == 0
+    assert read_csv(tmp_path / "t" / "table.csv")[1][0]["ssim"] == first["ssim"]
+
+
+def test_missing_weights_fail_at_the_start_with_one_line(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main([str(runs["alm"]), "metrics=inpaint", "progress=false"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: metrics.lpips: LPIPS (alex) needs") and "alexnet-owt-7be5be79.pth" in err
+    assert err.count("\n") == 1
+    assert not (runs["alm"] / "eval").exists()  # nothing was computed
+    # skip_unavailable: a warning per missing metric and the others computed
+    assert main([str(runs["alm"]), "metrics=inpaint", "metrics.skip_unavailable=true", "progress=false"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: metrics.lpips left out" in captured.err and "warning: metrics.cs left out" in captured.err
+    assert "| alm | 4 |" in captured.out
+
+
+def test_bad_input_is_a_one_line_error(runs, tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere")]) == 1
+    assert capsys.readouterr().err.startswith("error: no such run folder")
+    assert main([str(runs["alm"]), "metrics=nonexistent"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert main([str(runs["alm"]), "--labels", "a,b"]) == 1
+    assert "labels" in capsys.readouterr().err
+
+
+def test_a_folder_of_runs_and_default_labels(runs, tmp_path, capsys):
+    assert main([str(tmp_path / "runs"), "--only", "mse", "progress=false", "--out", str(tmp_path / "t")]) == 0
+    labels = [r["label"] for r in read_csv(tmp_path / "t" / "table.csv")[1]]
+    assert sorted(labels) == ["alm", "alm_w2", "ddim"]  # two runs share the method name: their folder names
+
+
+def test_experiment_evaluation_plan_and_figures(runs, tmp_path):
+    plan = plan_evaluation({"metrics": "pixel", "only": ["mse", "ssim_hole"], "config": ["progress=false"],
+                            "title": "GMM", "figures": {"grid": {"rows": 2}}})
+    md = evaluate_experiment(plan, [("ALM", runs["alm"]), ("DDIM", runs["ddim"])], tmp_path / "exp", "make table-gmm")
+    assert md.startswith("# GMM") and "Made by `make table-gmm`" in md
+    assert {p.name for p in (tmp_path / "exp").iterdir()} >= {"evaluation_table.md", "evaluation_table.csv",
+                                                               "evaluation_rows.csv", "comparison.png"}
+    with pytest.raises(MissingWeightsError):
+        plan_evaluation({"metrics": "inpaint", "config": ["metrics.cs.pretrained=/nonexistent/clip.bin"]})
+
+
+def test_metric_configs_compose():
+    for name in ("pixel", "inpaint", "none"):
+        cfg = compose_evaluate([f"metrics={name}"])
+        assert cfg.metrics.name == name
+    wide = compose_evaluate(["metrics=wide"])
+    assert wide.metrics.kid.scale == 1000 and wide.metrics.aesthetic.head_path.endswith("sa_0_4_vit_l_14_linear.pth")
+    mset = prepare_metrics(compose_evaluate(["metrics=pixel"]).metrics)
+    assert mset.directions() == {"mse": False, "mse_hole": False, "ssim": True, "ssim_hole": True,
+                                 "fid_pixels": False, "kid_pixels": False}
+    assert math.isnan(mset.metrics["mse"].compute())
