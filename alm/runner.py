@@ -36,7 +36,7 @@ from alm.rng import SampleGenerators
 from alm.sample_metrics import image_metrics
 from alm.sampling import CallCounter, reverse
 from alm.schedule import make_schedule
-from alm.tasks.inpaint import build_problem, check_task, masked_source
+from alm.tasks.inpaint import blend_output, build_problem, check_task, masked_source
 
 #: config keys that do not change any sample's output (so they may change between restarts)
 NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "progress", "paths", "hydra", "logger", "metrics")
@@ -234,6 +234,8 @@ def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.devi
         )
         with torch.no_grad():
             outputs = comp.backbone.decode(z).float()
+        if cfg.task.get("blend", False):
+            outputs = blend_output(outputs, images, masks, int(cfg.task.blend_kernel))
         cost = {"seconds": (time.perf_counter() - t0) / len(indices), "evaluations": counter.evaluations / len(indices)}
         _save_samples(run_dir, comp, cfg, indices, items, images, masks, outputs, cost)
         bar.update(len(indices))

@@ -23,11 +23,37 @@ def check_task(task_cfg: Any) -> None:
         raise ConfigError(f"task.observed={task_cfg.observed!r}: expected one of {', '.join(OBSERVED)}")
     if task_cfg.invert not in INVERT:
         raise ConfigError(f"task.invert={task_cfg.invert!r}: expected one of {', '.join(INVERT)}")
+    k = int(task_cfg.get("blend_kernel", 21))
+    if task_cfg.get("blend", False) and (k % 2 == 0 or k < 1):
+        raise ConfigError(f"task.blend_kernel={k}: expected an odd positive size")
 
 
 def masked_source(images: torch.Tensor, masks: torch.Tensor, hole_value: float) -> torch.Tensor:
     """The source with the hole filled by ``hole_value`` (data space)."""
     return images * (1 - masks) + hole_value * masks
+
+
+def blend_weights(masks: torch.Tensor, kernel: int = 21) -> torch.Tensor:
+    """b = 1 - (1-m)(1 - GaussianBlur_k(m)): 1 in the hole, fading to 0 around it (the "*" rows, SPEC §1).
+
+    As the authors' code: a k x k Gaussian with OpenCV's sigma for sigma=0, 0.3((k-1)/2 - 1) + 0.8
+    (3.5 for k = 21), reflect-101 borders. ``masks`` (B, 1, H, W), 1 = hole.
+    """
+    from torchvision.transforms.functional import gaussian_blur
+
+    if kernel % 2 == 0 or kernel < 1:
+        raise ConfigError(f"task.blend_kernel={kernel}: expected an odd positive size")
+    if kernel // 2 >= min(masks.shape[-2:]):
+        raise ConfigError(f"task.blend_kernel={kernel} is too large for {tuple(masks.shape[-2:])} images")
+    sigma = 0.3 * ((kernel - 1) * 0.5 - 1) + 0.8
+    blurred = gaussian_blur(masks.float(), [kernel, kernel], [sigma, sigma])
+    return 1 - (1 - masks) * (1 - blurred)
+
+
+def blend_output(output: torch.Tensor, source: torch.Tensor, masks: torch.Tensor, kernel: int = 21) -> torch.Tensor:
+    """Paste the generated content into the source with the blurred-mask weights (pixel space)."""
+    b = blend_weights(masks, kernel).to(output.dtype)
+    return b * output + (1 - b) * source
 
 
 def build_problem(
