@@ -96,13 +96,10 @@ def prepare_metrics(node: Any, only: Optional[list[str]] = None, skip_unavailabl
     for key, entry in entries.items():
         params = dict(entry)
         ranked[key] = bool(params.pop("rank", True))
-        try:
+        try:  # weights can be missing when the metric is built (a feature network) or when it checks
             metric = build(params, _recursive_=False)
-        except ALMError as err:
-            raise type(err)(f"metrics.{key}: {err}") from None
-        if not isinstance(metric, Metric):
-            raise ConfigError(f"metrics.{key}: {entry['_target_']} is not an alm.metrics.Metric")
-        try:
+            if not isinstance(metric, Metric):
+                raise ConfigError(f"{entry['_target_']} is not an alm.metrics.Metric")
             metric.check_available()
         except MissingWeightsError as err:
             if not skip_unavailable:
@@ -110,6 +107,8 @@ def prepare_metrics(node: Any, only: Optional[list[str]] = None, skip_unavailabl
             print(f"warning: metrics.{key} left out: {err}", file=sys.stderr, flush=True)
             skipped[key] = str(err)
             continue
+        except ALMError as err:
+            raise type(err)(f"metrics.{key}: {err}") from None
         metrics[key] = metric
     if not metrics and entries:
         raise ConfigError(f"metrics: every metric of {options.get('name', 'the set')} is unavailable ({', '.join(skipped)})")
