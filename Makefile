@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench table-gmm eval paper-ranks clean-runs help
+.PHONY: setup demo test test-all bench table-gmm table-embedded eval paper-ranks clean-runs help
 
 help:
 	@echo "make setup      create $(VENV) and install alm with exactly pinned dependencies (constraints.txt)"
@@ -50,3 +50,6 @@ paper-ranks: setup
 
 clean-runs:
 	rm -rf results/runs
+
+table-embedded: setup
+	$(PY) scripts/run_experiment.py experiments/embedded.yaml

@@ -49,6 +49,8 @@ def grid_points(grid) -> list[list[str]]:
 
 def run_sweeps(exp, common: list[str], extra: list[str], output: Path) -> dict[str, list[str]]:
     """Run each sweep's grid on the validation split; return label -> chosen overrides."""
+    if not exp.get("sweeps"):
+        return {}
     directions = {k: v == "higher" for k, v in exp.rank.items()}
     chosen, lines = {}, []
     for label, sweep in exp.get("sweeps", {}).items():
