@@ -41,7 +41,7 @@ def compose(overrides: list[str] | None = None):
 FOLDER_EXCLUDED = {
     "task", "dataset", "backbone", "method", "mask", "sampler", "sampler.steps", "experiment", "seed", "batch_size",
     "metrics", "logger",
-    "shard_index", "shard_count", "num_samples", "device", "progress", "paths.root", "paths.runs", "hydra.run.dir", "hydra.sweep.dir",
+    "shard_index", "shard_count", "threads", "num_samples", "device", "progress", "paths.root", "paths.runs", "hydra.run.dir", "hydra.sweep.dir",
 }
 
 

@@ -39,7 +39,7 @@ from alm.schedule import make_schedule
 from alm.tasks.inpaint import blend_output, build_problem, check_task, masked_source
 
 #: config keys that do not change any sample's output (so they may change between restarts)
-NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "progress", "paths", "hydra", "logger", "metrics")
+NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "threads", "progress", "paths", "hydra", "logger", "metrics")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -187,6 +187,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     comp = build_components(cfg, device)  # every config error surfaces here, before any work
     metric_set = prepare_metrics(cfg.get("metrics"))  # so does a metric whose weights are missing
     run_dir.mkdir(parents=True, exist_ok=True)
