@@ -1,7 +1,7 @@
 """Sample completions: python run.py [group=option ...] [key=value ...]  (Hydra; -m for sweeps).
 
 Examples:
-    python run.py                                   # the default run
+    python run.py                                   # the default run (ALM on MNIST, backbone=embedded)
     python run.py method=syncsde num_samples=32
     python run.py -m method=alm method.w2=0.001,0.005,0.01
 """

@@ -23,7 +23,7 @@ HOOKED = "metrics" in compose([]) and "logger" in compose([])
 DRIVER_HOOKED = "plan_evaluation" in (ROOT / "scripts" / "run_experiment.py").read_text()
 pytestmark = pytest.mark.skipif(not HOOKED, reason="runner hooks for metrics/logger groups not applied yet")
 
-SMALL = ["num_samples=3", "sampler.steps=3", "progress=false"]
+SMALL = ["backbone=gmm", "dataset=gmm", "mask=center", "num_samples=3", "sampler.steps=3", "progress=false"]
 
 
 def test_metrics_are_evaluated_after_sampling(tmp_path):
