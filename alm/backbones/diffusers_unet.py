@@ -195,7 +195,8 @@ class DiffusersUNet(Backbone):
         import diffusers
 
         model_cls = getattr(diffusers, cls_name)
-        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True}
+        # low_cpu_mem_usage=False: the default path wants `accelerate` and warns at every load without it
+        kwargs: dict[str, Any] = {"torch_dtype": torch_dtype, "local_files_only": True, "low_cpu_mem_usage": False}
         if subfolder:
             kwargs["subfolder"] = subfolder
         if variant:
