@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,28 +274,24 @@ def summarize(run_dir: Path, cfg: DictConfig, backbone: Backbone, device: torch.
 
 
 def markdown_table(summaries: list[dict], title: str = "", columns: Optional[list[str]] = None) -> str:
+    """A Markdown table of run summaries (``alm.tables.markdown``); columns default to every key seen."""
+    from alm.tables import markdown
+
     if columns is None:
         columns = []
         for s in summaries:
             columns += [k for k in s if k not in columns]
-    lines = [f"<!-- {title} -->"] if title else []
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    for s in summaries:
-        cells = []
-        for c in columns:
-            v = s.get(c, "")
-            cells.append(f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return (f"<!-- {title} -->\n" if title else "") + markdown(columns, summaries)
 
 
 def write_grid(run_dir: Path, num_samples: int, max_rows: int = 8) -> None:
     """grid.png: rows = samples; columns = source, masked input, output."""
     rows = []
     for i in range(num_samples):
+        if len(rows) == max_rows:
+            break
         path = run_dir / "samples" / f"{i:05d}.pt"
-        if path.exists() and len(rows) < max_rows:
+        if path.exists():
             d = torch.load(path, weights_only=False)
             rows.append([d["source"], io.shown_masked(d["source"], d["mask"]), d["output"].clamp(-1, 1)])
     if rows:
