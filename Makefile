@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench table-gmm table-embedded eval paper-ranks clean-runs help
+.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration eval paper-ranks clean-runs help
 
 help:
 	@echo "make setup      create $(VENV) and install alm with exactly pinned dependencies (constraints.txt)"
@@ -13,6 +13,9 @@ help:
 	@echo "make test       set up, then run the test suite (PYTEST_ARGS=--runslow adds slow tests)"
 	@echo "make bench      seconds per sample and ratios ALM / SyncSDE, core overhead vs bare network"
 	@echo "make table-gmm  all methods on the exact Gaussian-mixture testbed -> results/gmm/"
+	@echo "make table-embedded  every method on the embedded MNIST backbone, 500 test pairs -> results/embedded/"
+	@echo "make sweep-embedded  only the validation sweeps of that table -> results/embedded/sweep.md + plots"
+	@echo "make study-acceleration  ALM with N likelihood iterations per step -> results/embedded/acceleration/"
 	@echo "make eval       evaluate run folders (RUNS=..., EVAL_ARGS='metrics=inpaint ...') -> table with a Rank column"
 	@echo "make paper-ranks  check that the rank rule reproduces the paper's printed Rank columns"
 
@@ -51,5 +54,12 @@ paper-ranks: setup
 clean-runs:
 	rm -rf results/runs
 
+# EXP_ARGS: extra driver arguments, e.g. EXP_ARGS="threads=1" on a busy machine, or "--only alm,ddim"
 table-embedded: setup
-	$(PY) scripts/run_experiment.py experiments/embedded.yaml
+	$(PY) scripts/run_experiment.py experiments/embedded.yaml $(EXP_ARGS)
+
+sweep-embedded: setup
+	$(PY) scripts/run_experiment.py experiments/embedded.yaml --sweeps $(EXP_ARGS)
+
+study-acceleration: setup
+	$(PY) scripts/run_experiment.py experiments/acceleration.yaml $(EXP_ARGS)

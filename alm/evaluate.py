@@ -155,13 +155,22 @@ def _stack(items: list[dict], key: str, run_dir: Path) -> torch.Tensor:
 
 
 def evaluate_run(run_dir: Path, mset: MetricSet, device: torch.device, output_key: str = "output",
-                 force: bool = False, progress: bool = True, label: Optional[str] = None) -> RunEval:
-    """Compute (or reuse) every metric of ``mset`` on one run folder; per-sample rows and the summary."""
+                 force: bool = False, progress: bool = True, label: Optional[str] = None,
+                 num_samples: Optional[int] = None) -> RunEval:
+    """Compute (or reuse) every metric of ``mset`` on one run folder; per-sample rows and the summary.
+
+    ``num_samples``: judge only samples ``0..num_samples-1`` (a folder may hold more: runs that differ
+    only in ``num_samples`` share it); None = every sample in the folder.
+    """
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     label = label or run_dir.name
     files = sample_files(run_dir)
+    if num_samples is not None:
+        files = [(i, f) for i, f in files if i < int(num_samples)]
+        if not files:
+            raise DataError(f"{run_dir} has none of samples 0..{int(num_samples) - 1}")
     ids = [i for i, _ in files]
     rows, values = _load_store(run_dir)
 
@@ -265,15 +274,17 @@ def write_tables(results: Sequence[RunEval], mset: MetricSet, out_dir: Path, com
 
 
 # -- one call for a list of runs (CLI, experiments, runner) --------------------------------------------
-def evaluate_runs(runs: Sequence[tuple[str, Path]], mset: MetricSet, cfg: Any, logger_node: Any = None) -> list[RunEval]:
+def evaluate_runs(runs: Sequence[tuple], mset: MetricSet, cfg: Any, logger_node: Any = None) -> list[RunEval]:
+    """Evaluate ``(label, run_dir)`` or ``(label, run_dir, num_samples)`` entries (see ``evaluate_run``)."""
     from alm.loggers import make_logger
     from alm.runner import resolve_device
 
     device = resolve_device(str(cfg.get("device", "auto")))
     results = []
-    for label, run_dir in runs:
+    for label, run_dir, *limit in runs:
         res = evaluate_run(run_dir, mset, device, output_key=str(cfg.get("output_key", "output")),
-                           force=bool(cfg.get("force", False)), progress=bool(cfg.get("progress", True)), label=label)
+                           force=bool(cfg.get("force", False)), progress=bool(cfg.get("progress", True)), label=label,
+                           num_samples=limit[0] if limit else None)
         if logger_node is not None:
             with make_logger(logger_node, run_dir, run_config(run_dir), job_type="evaluate") as logger:
                 logger.log_samples(res.rows)
@@ -308,8 +319,9 @@ def plan_evaluation(spec: Mapping[str, Any]) -> EvaluationPlan:
     return EvaluationPlan(cfg, prepare_metrics(cfg.metrics, only=spec.get("only")), spec)
 
 
-def evaluate_experiment(plan: EvaluationPlan, runs: Sequence[tuple[str, Path]], output: Path, command: str) -> str:
-    """Evaluate an experiment's runs; ``output/evaluation.md|csv``, ``evaluation_rows.csv`` and its figures."""
+def evaluate_experiment(plan: EvaluationPlan, runs: Sequence[tuple], output: Path, command: str) -> str:
+    """Evaluate an experiment's ``(label, run_dir[, num_samples])`` runs; ``output/evaluation.md|csv``,
+    ``evaluation_rows.csv`` and its figures."""
     results = evaluate_runs(runs, plan.mset, plan.cfg, plan.cfg.get("logger"))
     md = write_tables(results, plan.mset, output, command, title=plan.spec.get("title", ""),
                       rank=bool(plan.spec.get("rank", True)), prefix="evaluation_")
@@ -317,7 +329,7 @@ def evaluate_experiment(plan: EvaluationPlan, runs: Sequence[tuple[str, Path]], 
     if grid:
         from alm.figures import comparison_grid
 
-        by_label = dict(runs)
+        by_label = {r[0]: r[1] for r in runs}
         wanted = grid.get("runs") or [l for l, _ in runs]
         missing = [l for l in wanted if l not in by_label]
         if missing:

@@ -199,7 +199,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if metric_set.metrics and complete:  # the evaluation stage, once every shard is done (cached in <run>/eval/)
             from alm.evaluate import evaluate_run
 
-            ev = evaluate_run(run_dir, metric_set, device, progress=bool(cfg.progress), label=str(cfg.method.name))
+            ev = evaluate_run(run_dir, metric_set, device, progress=bool(cfg.progress), label=str(cfg.method.name),
+                              num_samples=int(cfg.num_samples))
             summary.update({k: v for k, v in ev.summary.items() if k not in ("label", "samples")})
         io.write_json(run_dir / "summary.json", summary)
         (run_dir / "table.md").write_text(markdown_table([summary], title=str(run_dir)))

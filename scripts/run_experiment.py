@@ -1,6 +1,6 @@
 """Run an experiment definition (experiments/*.yaml): sweeps, every run, one table and one grid.
 
-    python scripts/run_experiment.py experiments/gmm.yaml [--only a,b] [--output DIR] [overrides ...]
+    python scripts/run_experiment.py experiments/gmm.yaml [--only a,b] [--sweeps] [--output DIR] [overrides ...]
 
 An experiment has ``overrides`` (common to all runs), ``runs`` (label -> overrides), optionally
 ``sweeps`` (label -> base overrides + a grid, run on the ``validation`` overrides; the best grid
@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from alm.config import compose, run_dir_for  # noqa: E402
-from alm.errors import ALMError, NumericalError  # noqa: E402
-from alm.evaluate import evaluate_experiment, plan_evaluation  # noqa: E402
-from alm.figures import comparison_grid  # noqa: E402
+from alm.errors import ALMError, ConfigError, NumericalError  # noqa: E402
+from alm.evaluate import evaluate_experiment, evaluate_runs, plan_evaluation  # noqa: E402
+from alm.figures import comparison_grid, sweep_plot  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
 from alm.runner import markdown_table, run  # noqa: E402
 
@@ -37,7 +37,18 @@ def run_one(overrides: list[str], label: str) -> dict:
     run_dir = run_dir_for(cfg, overrides)
     print(f"[{label}] {' '.join(overrides)}\n  -> {run_dir}", flush=True)
     summary = run(cfg, run_dir)
-    return {"method": label, **{k: v for k, v in summary.items() if k != "method"}, "_dir": run_dir}
+    return {"method": label, **{k: v for k, v in summary.items() if k != "method"}, "_dir": run_dir,
+            "_n": int(cfg.num_samples)}
+
+
+def merge_overrides(*groups: list[str]) -> list[str]:
+    """Concatenate override lists; a key given again takes the later value (in the earlier position), so
+    ``dataset.split=test`` + ``dataset.split=val`` is one override and one run folder name."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for o in group:
+            merged[o.split("=", 1)[0].lstrip("+~")] = o
+    return list(merged.values())
 
 
 def grid_points(grid) -> list[list[str]]:
@@ -47,34 +58,77 @@ def grid_points(grid) -> list[list[str]]:
     return points
 
 
-def run_sweeps(exp, common: list[str], extra: list[str], output: Path) -> dict[str, list[str]]:
-    """Run each sweep's grid on the validation split; return label -> chosen overrides."""
+def sweep_directions(exp, plan) -> dict[str, bool]:
+    """The sweep's rank rule: the experiment's ``rank`` (metric -> higher|lower), else the evaluation stage's."""
+    if "rank" in exp:
+        return {k: v == "higher" for k, v in exp.rank.items()}
+    if plan is not None:
+        return plan.mset.directions()
+    raise ConfigError("an experiment with sweeps needs `rank:` or an `evaluate:` section to choose by")
+
+
+def sweep_row(overrides: list[str], label: str, plan, directions) -> dict:
+    """One grid point: sample it (resumable), then add the evaluation stage's summary when there is one."""
+    try:
+        row = run_one(overrides, label)
+    except NumericalError as err:  # a diverging setting is a result of the sweep: it ranks last
+        print(f"  diverged: {err}", flush=True)
+        return {k: math.nan for k in directions} | {"note": "diverged (NaN)"}
+    if plan is not None:
+        (res,) = evaluate_runs([(label, row["_dir"], row["_n"])], plan.mset, plan.cfg)
+        row.update({k: v for k, v in res.summary.items() if k not in ("label", "samples")})
+    return row
+
+
+def sweep_plots(label: str, sweep, rows: list[dict], metrics: list[str], directions, output: Path) -> list[Path]:
+    """One figure per swept key: every ranked metric against it, one line per setting of the other keys."""
+    paths = []
+    keys = list(sweep.grid)
+    for key in keys:
+        points = [{**r, "param": float(r["_values"][key]),
+                   "series": " ".join(f"{k.split('.')[-1]}={r['_values'][k]}" for k in keys if k != key)}
+                  for r in rows]
+        name = f"sweep_{label}_{key.split('.')[-1]}.png".replace(" ", "_").replace("*", "_blend")
+        paths.append(sweep_plot(points, key, metrics, output / name, directions))
+    return paths
+
+
+def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None,
+               only: set[str] | None = None) -> dict[str, list[str]]:
+    """Run each sweep's grid on the validation split; return label -> chosen overrides.
+
+    Each point is judged by the evaluation stage when the experiment has one (the same metrics as its
+    table), chosen by the paper's rank rule, and plotted against each swept key (``sweep_<label>_<key>.png``).
+    """
     if not exp.get("sweeps"):
         return {}
-    directions = {k: v == "higher" for k, v in exp.rank.items()}
+    directions = sweep_directions(exp, plan)
     chosen, lines = {}, []
     for label, sweep in exp.get("sweeps", {}).items():
+        if only is not None and label not in only and f"{label} (tuned)" not in only:
+            continue
         rows = []
         for point in grid_points(sweep.grid):
-            overrides = common + list(exp.get("validation", [])) + list(sweep.base) + point + extra
-            try:
-                row = run_one(overrides, f"{label} sweep")
-            except NumericalError as err:  # a diverging setting is a result of the sweep: it ranks last
-                print(f"  diverged: {err}", flush=True)
-                row = {k: math.nan for k in directions} | {"posterior_loglik": math.nan, "note": "diverged (NaN)"}
-            rows.append({**row, "setting": " ".join(point), "_point": point})
+            overrides = merge_overrides(common, list(exp.get("validation", [])), list(sweep.base), point, extra)
+            row = sweep_row(overrides, f"{label} sweep", plan, directions)
+            rows.append({**row, "setting": " ".join(point), "_point": point,
+                         "_values": {p.split("=", 1)[0]: p.split("=", 1)[1] for p in point}})
         ranks = rank_column(rows, directions)
         for r, k in zip(rows, ranks):
             r["rank"] = k
         best = min(range(len(rows)), key=lambda i: (ranks[i], i))
         chosen[label] = list(sweep.base) + rows[best]["_point"]
+        shown = [*directions, *[c for c in exp.get("sweep_columns", []) if c not in directions]]
+        plots = sweep_plots(label, sweep, rows, list(directions), directions, output)
         lines.append(f"## {label}: chosen `{rows[best]['setting']}`\n")
-        lines.append(markdown_table(rows, columns=["setting", *directions, "posterior_loglik", "rank", "note"]))
+        lines.append(markdown_table(rows, columns=["setting", *shown, "rank", "note"]))
+        lines.append("Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in plots) + "\n")
     if chosen:
-        rule = ", ".join(f"{k} ({v})" for k, v in exp.rank.items())
+        rule = ", ".join(f"{k} ({'higher' if v else 'lower'})" for k, v in directions.items())
         head = (f"# Sweeps of {exp.name}\n\nValidation overrides: `{' '.join(exp.get('validation', []))}`. "
                 f"Chosen per method: rank 1 by the paper's rule over {rule}.\n\n")
-        (output / "sweep.md").write_text(head + "\n".join(lines))
+        name = "sweep.md" if only is None else f"sweep_{'_'.join(sorted(chosen))}.md".replace(" ", "_")
+        (output / name).write_text(head + "\n".join(lines))
     return chosen
 
 
@@ -83,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("experiment", type=Path)
     ap.add_argument("--only", default="", help="comma-separated run labels to run (default: all)")
     ap.add_argument("--output", type=Path, default=None, help="table folder (default: the experiment's)")
+    ap.add_argument("--sweeps", action="store_true", help="run only the sweeps (sweep.md and plots), not the table")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
     args = ap.parse_intermixed_args(argv)
 
@@ -96,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_evaluation(exp.evaluate) if "evaluate" in exp else None  # metric weights checked before sampling
         runs = {l: list(o) for l, o in exp.runs.items()}
-        for label, overrides in run_sweeps(exp, common, extra, output).items():
+        for label, overrides in run_sweeps(exp, common, extra, output, plan, only).items():
             runs[f"{label} (tuned)"] = overrides
+        if args.sweeps:
+            if not exp.get("sweeps"):
+                raise ConfigError(f"{args.experiment} has no sweeps")
+            return 0
         for label, overrides in runs.items():
             if only is None or label in only:
-                summaries.append({**run_one(common + overrides + extra, label), "setting": " ".join(overrides)})
+                summaries.append({**run_one(merge_overrides(common, overrides, extra), label), "setting": " ".join(overrides)})
     except ALMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -125,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     print((output / "table.md").read_text())
     if plan is not None:  # the evaluation stage: evaluation_table.md / .csv, evaluation_rows.csv, figures
         try:
-            print(evaluate_experiment(plan, [(s["method"], s["_dir"]) for s in summaries], output, command))
+            print(evaluate_experiment(plan, [(s["method"], s["_dir"], s["_n"]) for s in summaries], output, command))
         except ALMError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -1,10 +1,5 @@
 """The evaluation stage inside sampling: metrics checked at the start of a run, evaluated at its end, a
-wandb run per job, and the experiment driver's ``evaluate:`` section.
-
-These tests need the runner / config / driver hooks (metrics and logger groups in conf/config.yaml,
-``alm.runner.run`` calling ``prepare_metrics`` and ``make_logger``, ``scripts/run_experiment.py`` calling
-``plan_evaluation``); until those are in, they are skipped.
-"""
+wandb run per job, and the experiment driver's ``evaluate:`` section."""
 
 from __future__ import annotations
 
@@ -19,9 +14,6 @@ from alm.config import compose
 from alm.metrics import MissingWeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
-HOOKED = "metrics" in compose([]) and "logger" in compose([])
-DRIVER_HOOKED = "plan_evaluation" in (ROOT / "scripts" / "run_experiment.py").read_text()
-pytestmark = pytest.mark.skipif(not HOOKED, reason="runner hooks for metrics/logger groups not applied yet")
 
 SMALL = ["backbone=gmm", "dataset=gmm", "mask=center", "num_samples=3", "sampler.steps=3", "progress=false"]
 
@@ -70,7 +62,6 @@ def test_multirun_gives_one_finished_wandb_run_per_job(tmp_path):
     assert not any("logger" in str(p) or "metrics" in str(p) for p in infos)  # not in the folder names
 
 
-@pytest.mark.skipif(not DRIVER_HOOKED, reason="scripts/run_experiment.py does not call plan_evaluation yet")
 def test_experiment_driver_evaluates_its_runs(tmp_path, monkeypatch, capsys):
     import importlib.util
 
