@@ -42,6 +42,7 @@ FOLDER_EXCLUDED = {
     "task", "dataset", "backbone", "method", "mask", "sampler", "sampler.steps", "experiment", "seed", "batch_size",
     "metrics", "logger",
     "shard_index", "shard_count", "threads", "num_samples", "device", "progress", "paths.root", "paths.runs", "hydra.run.dir", "hydra.sweep.dir",
+    "task.inversion_cache", "paths.cache", "paths.inversion_cache",
 }
 
 

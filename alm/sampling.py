@@ -23,10 +23,15 @@ Tensor = torch.Tensor
 
 @dataclass
 class CallCounter:
-    """Counts batched forward calls and single-sample network evaluations (for benchmarks)."""
+    """Counts batched forward calls and single-sample network evaluations (for benchmarks).
+
+    ``evaluations`` are the evaluations actually made; ``cached_evaluations`` those an inversion cache
+    served from disk instead (``alm.inversion_cache``).
+    """
 
     calls: int = 0
     evaluations: int = 0
+    cached_evaluations: int = 0
 
 
 def evaluate(

@@ -308,8 +308,8 @@ class DiffusersUNet(Backbone):
             self.conditional = False
 
         model.eval().requires_grad_(False)
-        if dtype is not None:
-            model.to(dtype=dtype)
+        if dtype is not None and any(q.dtype != dtype for q in model.parameters()):
+            model.to(dtype=dtype)  # only when needed: diffusers warns at every dtype cast
         self.model = model
         if device is not None:
             self.to(_device(device))

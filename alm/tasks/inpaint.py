@@ -9,6 +9,7 @@ import torch
 
 from alm.backbones.base import Backbone
 from alm.errors import ConfigError
+from alm.inversion_cache import InversionCache
 from alm.methods.base import Method, Problem
 from alm.sampling import CallCounter, invert
 from alm.schedule import Schedule
@@ -23,6 +24,8 @@ def check_task(task_cfg: Any) -> None:
         raise ConfigError(f"task.observed={task_cfg.observed!r}: expected one of {', '.join(OBSERVED)}")
     if task_cfg.invert not in INVERT:
         raise ConfigError(f"task.invert={task_cfg.invert!r}: expected one of {', '.join(INVERT)}")
+    if not isinstance(task_cfg.get("inversion_cache", False), bool):
+        raise ConfigError(f"task.inversion_cache={task_cfg.inversion_cache!r}: expected true or false")
     k = int(task_cfg.get("blend_kernel", 21))
     if task_cfg.get("blend", False) and (k % 2 == 0 or k < 1):
         raise ConfigError(f"task.blend_kernel={k}: expected an odd positive size")
@@ -65,10 +68,13 @@ def build_problem(
     schedule: Schedule,
     task_cfg: Any,
     counter: CallCounter | None = None,
+    cache: InversionCache | None = None,
 ) -> Problem:
     """A batch of inpainting problems in the backbone's diffusion space.
 
-    ``images`` (B, C, H, W) in [-1, 1]; ``masks`` (B, 1, H, W) with 1 = unobserved.
+    ``images`` (B, C, H, W) in [-1, 1]; ``masks`` (B, 1, H, W) with 1 = unobserved. With an inversion
+    ``cache`` each sample's trajectory is read from disk when stored, else computed and stored
+    (``alm.inversion_cache``; the outputs are the same).
     """
     masks = (masks > 0.5).to(images.dtype)
     source = masked_source(images, masks, float(task_cfg.hole_value))
@@ -77,6 +83,11 @@ def build_problem(
     cond = backbone.make_cond(labels, images.shape[0])
     trajectory = None
     if method.needs_trajectory and task_cfg.observed == "inversion":
+        inverted = source if task_cfg.invert == "masked" else images  # data space
         to_invert = x0 if task_cfg.invert == "masked" else backbone.encode(images)
-        trajectory = invert(backbone, to_invert, schedule, cond, counter)
+        if cache is None:
+            trajectory = invert(backbone, to_invert, schedule, cond, counter)
+        else:
+            keys = cache.keys(backbone, schedule, inverted, masks, labels, to_invert)
+            trajectory = cache.invert(backbone, to_invert, schedule, cond, keys, counter)
     return Problem(x0=x0, mask=mask, cond=cond, trajectory=trajectory)
