@@ -150,6 +150,7 @@ def test_prepare_metrics_fails_at_start_or_skips_with_a_warning(tmp_path, monkey
     assert "warning: metrics.lpips left out" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="unknown key"):
         prepare_metrics({"msee": 1})
+    assert list(prepare_metrics({**node, "lpips": None}).metrics) == ["mse"]  # metrics.lpips=null drops it
 
 
 # -- FID / KID -----------------------------------------------------------------------------------------

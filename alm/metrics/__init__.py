@@ -68,8 +68,9 @@ def _container(node: Any) -> dict:
 
 
 def metric_entries(node: Any) -> tuple[dict, dict[str, dict]]:
-    """(options, column -> entry) of a metrics node (resolved, plain containers)."""
-    d = _container(node)
+    """(options, column -> entry) of a metrics node (resolved, plain containers); ``<column>: null``
+    drops a metric of the set (``metrics.fid=null``)."""
+    d = {k: v for k, v in _container(node).items() if v is not None or k in OPTION_KEYS}
     options = {k: d[k] for k in OPTION_KEYS if k in d}
     entries = {k: v for k, v in d.items() if isinstance(v, dict) and "_target_" in v}
     unknown = [k for k in d if k not in OPTION_KEYS and k not in entries]
