@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from alm import io
 from alm.backbones.base import Backbone
 from alm.errors import ALMError, ConfigError, DataError
+from alm.inversion_cache import cache_from_config
 from alm.masks import validate_mask
 from alm.methods import get_method
 from alm.methods.base import Method
@@ -37,8 +38,9 @@ from alm.sampling import CallCounter, reverse
 from alm.schedule import make_schedule
 from alm.tasks.inpaint import blend_output, build_problem, check_task, masked_source
 
-#: config keys that do not change any sample's output (so they may change between restarts)
-NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "threads", "progress", "paths", "hydra", "logger", "metrics")
+#: config keys that do not change any sample's output (so they may change between restarts); dotted = nested
+NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "threads", "progress", "paths", "hydra", "logger", "metrics",
+                   "task.inversion_cache")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -69,9 +71,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _drop(d: Any, parts: list[str]) -> Any:
+    """``d`` without the nested entry ``parts`` (a copy; ``d`` itself is kept)."""
+    if not isinstance(d, dict) or parts[0] not in d:
+        return d
+    if len(parts) == 1:
+        return {k: v for k, v in d.items() if k != parts[0]}
+    return {**d, parts[0]: _drop(d[parts[0]], parts[1:])}
+
+
+def _without_non_output(container: dict) -> dict:
+    """``container`` without the ``NON_OUTPUT_KEYS`` (a dotted key names a nested entry)."""
+    for key in NON_OUTPUT_KEYS:
+        container = _drop(container, key.split("."))
+    return container
+
+
 def fingerprint(cfg: DictConfig) -> dict:
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in container.items() if k not in NON_OUTPUT_KEYS}
+    return _without_non_output(OmegaConf.to_container(cfg, resolve=True))
 
 
 def _flatten(d: Any, prefix: str = "") -> dict:
@@ -89,7 +106,8 @@ def check_fingerprint(run_dir: Path, fp: dict) -> None:
     if not path.exists():
         io.write_json(path, fp)
         return
-    old = json.loads(path.read_text())
+    old = _without_non_output(json.loads(path.read_text()))  # folders written before a key became non-output
+    fp = _without_non_output(fp)
     if old != fp:
         a, b = _flatten(old), _flatten(fp)
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -213,6 +231,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.device) -> dict:
     """Sample the missing samples of ``run_dir`` (this shard's); the summary of all its samples."""
     schedule = make_schedule(comp.backbone.scheduler_config, int(cfg.sampler.steps), cfg.sampler.name)
+    cache = cache_from_config(cfg)
     samples_dir = run_dir / "samples"
     todo = [
         i for i in range(cfg.shard_index, cfg.num_samples, cfg.shard_count)
@@ -227,7 +246,8 @@ def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.devi
         items, images, masks = _load_batch(comp, indices, device)
         with torch.no_grad():
             problem = build_problem(
-                comp.backbone, comp.method, images, masks, [it.label for it in items], schedule, cfg.task, counter
+                comp.backbone, comp.method, images, masks, [it.label for it in items], schedule, cfg.task, counter,
+                cache=cache,
             )
         gens = SampleGenerators(int(cfg.seed), indices)
         z = reverse(
@@ -238,7 +258,10 @@ def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.devi
             outputs = comp.backbone.decode(z).float()
         if cfg.task.get("blend", False):
             outputs = blend_output(outputs, images, masks, int(cfg.task.blend_kernel))
-        cost = {"seconds": (time.perf_counter() - t0) / len(indices), "evaluations": counter.evaluations / len(indices)}
+        # evaluations = the method's cost (made + read from the inversion cache): the same whatever the cache held
+        cost = {"seconds": (time.perf_counter() - t0) / len(indices),
+                "evaluations": (counter.evaluations + counter.cached_evaluations) / len(indices),
+                "cached_evaluations": counter.cached_evaluations / len(indices)}
         _save_samples(run_dir, comp, cfg, indices, items, images, masks, outputs, cost)
         bar.update(len(indices))
     bar.close()
@@ -257,14 +280,16 @@ def load_rows(run_dir: Path, num_samples: int) -> list[dict]:
 def summarize(run_dir: Path, cfg: DictConfig, backbone: Backbone, device: torch.device) -> dict:
     """metrics.csv from the per-sample files, and the mean of every numeric column."""
     rows = load_rows(run_dir, cfg.num_samples)
+    keys: list[str] = []
+    for r in rows:  # every column seen (a folder resumed by a newer version may have more columns)
+        keys += [k for k in r if k not in keys]
     if rows:
-        keys = list(rows[0])
         with open(run_dir / "metrics.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
     summary: dict[str, Any] = {"method": cfg.method.name, "samples": len(rows)}
-    for k in rows[0] if rows else []:
+    for k in keys:
         vals = [r[k] for r in rows if isinstance(r.get(k), (int, float)) and k not in ("sample", "component")]
         if vals:
             summary[k] = sum(vals) / len(vals)

@@ -56,6 +56,12 @@ def toy():
     return ToyBackbone()
 
 
+@pytest.fixture(autouse=True)
+def _own_inversion_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty inversion cache (paths.inversion_cache), never the user's ~/.cache/alm."""
+    monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path_factory.mktemp("inversion-cache")))
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 
