@@ -105,7 +105,7 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None
     directions = sweep_directions(exp, plan)
     chosen, lines = {}, []
     for label, sweep in exp.get("sweeps", {}).items():
-        if only is not None and label not in only and f"{label} (tuned)" not in only:
+        if only is not None and f"{label} (tuned)" not in only:  # --only "alm (tuned)" runs the alm sweep
             continue
         rows = []
         for point in grid_points(sweep.grid):
@@ -135,7 +135,8 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiment", type=Path)
-    ap.add_argument("--only", default="", help="comma-separated run labels to run (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated run labels to run (default: all); 'x (tuned)' runs "
+                    "sweep x first; with --sweeps, the sweep labels to run")
     ap.add_argument("--output", type=Path, default=None, help="table folder (default: the experiment's)")
     ap.add_argument("--sweeps", action="store_true", help="run only the sweeps (sweep.md and plots), not the table")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_evaluation(exp.evaluate) if "evaluate" in exp else None  # metric weights checked before sampling
         runs = {l: list(o) for l, o in exp.runs.items()}
-        for label, overrides in run_sweeps(exp, common, extra, output, plan, only).items():
+        sweep_only = {f"{l} (tuned)" for l in only} if (only and args.sweeps) else only  # --sweeps --only alm
+        for label, overrides in run_sweeps(exp, common, extra, output, plan, sweep_only).items():
             runs[f"{label} (tuned)"] = overrides
         if args.sweeps:
             if not exp.get("sweeps"):

@@ -73,6 +73,12 @@ def test_only_skips_other_sweeps(driver, tmp_path):
                         f"paths.runs={tmp_path / 'runs'}", "progress=false"]) == 0
     assert not (tmp_path / "out" / "sweep.md").exists()
     assert "recon_guidance" not in (tmp_path / "out" / "table.md").read_text()
+    # a sweep runs for its tuned row, or by its own label with --sweeps
+    args = ["--output", str(tmp_path / "out2"), f"paths.runs={tmp_path / 'runs'}", "progress=false"]
+    assert driver.main([str(exp), "--only", "recon_guidance", *args]) == 0
+    assert not list((tmp_path / "out2").glob("sweep*.md"))
+    assert driver.main([str(exp), "--sweeps", "--only", "recon_guidance", *args]) == 0
+    assert "## recon_guidance: chosen" in next((tmp_path / "out2").glob("sweep*.md")).read_text()
 
 
 def test_runs_sharing_a_folder_are_judged_on_their_own_samples(driver, tmp_path):
