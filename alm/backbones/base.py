@@ -10,7 +10,8 @@ from typing import Any, Mapping
 
 import torch
 
-Cond = Any  # None (unconditional), a tensor with a leading batch dimension, or a dict of such tensors
+Cond = Any  # None (unconditional), a tensor with a leading batch dimension, a dict of such tensors,
+#             or a list with one entry per sample (the prompts of backbone=sd15-inpaint)
 
 
 class Backbone(torch.nn.Module):
@@ -67,6 +68,8 @@ def cat_cond(conds: list[Cond]) -> Cond:
         return None
     if isinstance(first, Mapping):
         return {k: cat_cond([c[k] for c in conds]) for k in first}
+    if isinstance(first, list):
+        return [v for c in conds for v in c]
     return torch.cat(conds, dim=0)
 
 
@@ -76,4 +79,10 @@ def index_cond(cond: Cond, idx) -> Cond:
         return None
     if isinstance(cond, Mapping):
         return {k: index_cond(v, idx) for k, v in cond.items()}
+    if isinstance(cond, list):
+        if isinstance(idx, slice):
+            return cond[idx]
+        idx = torch.as_tensor(idx)
+        idx = idx.nonzero().flatten() if idx.dtype == torch.bool else idx.reshape(-1)
+        return [cond[i] for i in idx.tolist()]
     return cond[idx]

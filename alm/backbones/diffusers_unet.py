@@ -82,8 +82,11 @@ def hf_cache_dir() -> Path:
 
 
 def _fetch_hint(repo_id: str, revision: Optional[str]) -> str:
-    rev = f" --revision {revision}" if revision and revision != "main" else ""
-    return (f"fetch it on a machine with internet: hf download {repo_id}{rev} (or huggingface-cli download), "
+    from alm.backbones.checkpoints import checkpoint_for_repo, fetch_command
+
+    known = checkpoint_for_repo(repo_id)
+    rev = f" --revision {revision}" if revision and revision != "main" and (known is None or known.revision != revision) else ""
+    return (f"fetch it on a machine with internet: {fetch_command(repo_id)}{rev}, "
             f"copy the cache over, or set backbone.path to a local folder")
 
 
@@ -128,6 +131,21 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+def find_checkpoint_folder(path: Optional[str], repo_id: Optional[str], revision: Optional[str],
+                           cache_dir: Optional[str], missing_hint: str) -> Path:
+    """The local folder of a checkpoint: ``path`` if given, else the HF-cache snapshot of ``repo_id``."""
+    if path:
+        folder = Path(str(path)).expanduser()
+        if not folder.exists():
+            raise CheckpointError(f"backbone.path {folder} does not exist; {missing_hint}")
+        if not folder.is_dir():
+            raise CheckpointError(f"backbone.path {folder} is a file, not a diffusers model folder")
+        return folder
+    if repo_id:
+        return resolve_cached_repo(str(repo_id), str(revision) if revision is not None else None, cache_dir)
+    raise ConfigError("backbone needs backbone.path (a local folder) or backbone.repo_id (in the local HF cache)")
+
+
 def locate_unet(folder: Path) -> tuple[Path, Optional[str], Optional[Path]]:
     """(model folder, subfolder or None, scheduler config file or None) of a UNet or pipeline folder."""
     if (folder / "unet" / "config.json").is_file():  # pipeline layout
@@ -168,6 +186,7 @@ class DiffusersUNet(Backbone):
         cache_dir: Optional[str] = None,
         name: str = "unet_pixel",
         missing_hint: Optional[str] = None,
+        resolution: Optional[int] = None,
     ):
         """Load a UNet from ``path`` (a local folder) or ``repo_id`` (the local HF cache only).
 
@@ -177,9 +196,12 @@ class DiffusersUNet(Backbone):
         of shape (``cond_length``, cross_attention_dim) if not given. ``prediction_type``: overrides
         the scheduler config's. ``variant``: weights variant (e.g. "fp16"). ``missing_hint``: how to
         make the checkpoint, added to the one-line error when ``path`` does not exist.
+        ``resolution``: the image side to work at (null = the model's ``sample_size``); a
+        convolutional UNet runs at any multiple of its total downsampling factor. ``dtype``:
+        ``auto`` = float16 when ``device`` is (or, unset / ``auto``, would be) CUDA, else float32.
         """
         super().__init__()
-        torch_dtype = _dtype(dtype)
+        torch_dtype = resolve_dtype(dtype, device)
         folder, subfolder, sched_file = self._find(path, repo_id, revision, cache_dir, missing_hint)
         source = str(folder / subfolder) if subfolder else str(folder)
         config = _read_json(Path(source) / "config.json", "model config")
@@ -201,13 +223,15 @@ class DiffusersUNet(Backbone):
             kwargs["subfolder"] = subfolder
         if variant:
             kwargs["variant"] = variant
+        if not any(Path(source).glob("*.safetensors")):  # older repositories (google/ddpm-*) ship .bin only
+            kwargs["use_safetensors"] = False
         try:
             model = model_cls.from_pretrained(str(folder), **kwargs)
         except Exception as err:  # diffusers raises OSError/ValueError/EnvironmentError with long texts
             raise CheckpointError(f"cannot load the {cls_name} weights from {source}: {_one_line(err)}") from None
         self._setup(model, sched_cfg, name=name, num_classes=num_classes, null_embedding=null_embedding,
                     cond_length=cond_length, prediction_type=prediction_type, dtype=torch_dtype,
-                    device=device)
+                    device=device, resolution=resolution)
 
     @classmethod
     def from_model(
@@ -222,6 +246,7 @@ class DiffusersUNet(Backbone):
         dtype: Union[None, str, torch.dtype] = None,
         device: Optional[str] = None,
         name: str = "unet_pixel",
+        resolution: Optional[int] = None,
     ) -> "DiffusersUNet":
         """Wrap an already-built ``UNet2DModel``/``UNet2DConditionModel`` with a scheduler config."""
         if type(model).__name__ not in SUPPORTED_CLASSES:
@@ -230,25 +255,16 @@ class DiffusersUNet(Backbone):
         Backbone.__init__(self)
         self._setup(model, _plain(scheduler_config), name=name, num_classes=num_classes,
                     null_embedding=null_embedding, cond_length=cond_length, prediction_type=prediction_type,
-                    dtype=_dtype(dtype) if dtype is not None else None, device=device)
+                    dtype=resolve_dtype(dtype, device) if dtype is not None else None, device=device,
+                    resolution=resolution)
         return self
 
     # -- construction helpers
 
     @classmethod
     def _find(cls, path, repo_id, revision, cache_dir, missing_hint=None) -> tuple[Path, Optional[str], Optional[Path]]:
-        if path:
-            folder = Path(path).expanduser()
-            if not folder.exists():
-                how = missing_hint or ("set backbone.path to a local diffusers model folder (config.json + weights, "
-                                       "or a pipeline with unet/ and scheduler/)")
-                raise CheckpointError(f"backbone.path {folder} does not exist; {how}")
-            if not folder.is_dir():
-                raise CheckpointError(f"backbone.path {folder} is a file, not a diffusers model folder")
-        elif repo_id:
-            folder = resolve_cached_repo(str(repo_id), str(revision) if revision is not None else None, cache_dir)
-        else:
-            raise ConfigError("backbone needs backbone.path (a local folder) or backbone.repo_id (in the local HF cache)")
+        folder = find_checkpoint_folder(path, repo_id, revision, cache_dir, missing_hint or (
+            "set backbone.path to a local diffusers model folder (config.json + weights, or a pipeline with unet/ and scheduler/)"))
         found = locate_unet(folder)
         pipeline = folder if found[1] == "unet" else folder.parent if folder.name == "unet" else None
         if cls.pixel_space and pipeline is not None and (pipeline / "vae").is_dir():
@@ -256,7 +272,7 @@ class DiffusersUNet(Backbone):
         return found
 
     def _setup(self, model, sched_cfg: dict, *, name, num_classes, null_embedding, cond_length,
-               prediction_type, dtype, device) -> None:
+               prediction_type, dtype, device, resolution=None) -> None:
         from diffusers import DDIMScheduler
 
         self.name = name
@@ -276,6 +292,12 @@ class DiffusersUNet(Backbone):
         if size is None:
             raise ConfigError(f"backbone {name}: the model config has no sample_size (the resolution it was trained at)")
         h, w = (size, size) if isinstance(size, int) else tuple(size)
+        if resolution is not None:
+            factor = 2 ** (len(cfg.block_out_channels) - 1)
+            if int(resolution) < 1 or int(resolution) % factor:
+                raise ConfigError(f"backbone {name}: resolution={resolution} must be a positive multiple of {factor} "
+                                  f"(the UNet's downsampling factor)")
+            h = w = int(resolution)
         self.sample_shape = (int(cfg.in_channels), int(h), int(w))
         self.data_shape = self.sample_shape
 
@@ -396,17 +418,22 @@ class DiffusersUNet(Backbone):
         return states.to(self.device)
 
 
-def _dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+def resolve_dtype(dtype: Union[str, torch.dtype], device: Union[None, str, torch.device] = None) -> torch.dtype:
+    """A torch dtype from config; ``auto`` = float16 on CUDA, float32 elsewhere (``device`` None/auto:
+    CUDA if available)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     key = str(dtype).replace("torch.", "")
+    if key == "auto":
+        where = _device(str(device)) if device is not None else _device("auto")
+        return torch.float16 if where.type == "cuda" else torch.float32
     if key not in DTYPES:
-        raise ConfigError(f"backbone.dtype={dtype!r}: expected float32, float16, bfloat16 (or float64)")
+        raise ConfigError(f"backbone.dtype={dtype!r}: expected auto, float32, float16, bfloat16 (or float64)")
     return DTYPES[key]
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
+def _device(device: Union[str, torch.device]) -> torch.device:
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 

@@ -281,11 +281,13 @@ class GaussianMixture(Backbone):
 
     name = "gmm"
 
-    def __init__(self, mixture: Any = None, name: str = "gmm", **params: Any):
+    def __init__(self, mixture: Any = None, name: str = "gmm", resolution: Any = None, **params: Any):
         super().__init__()
         self.spec = MixtureSpec.from_config(mixture, **params)
         self.name = name
         self.sample_shape = self.data_shape = tuple(self.spec.shape)
+        if resolution is not None and int(resolution) != self.data_shape[-1]:  # the config's label for data sets
+            raise ConfigError(f"backbone.resolution={resolution} but the mixture's shape is {list(self.data_shape)}")
         self.scheduler_config = dict(SCHEDULER_CONFIG)
         self.num_classes = int(self.spec.num_classes)
         self.conditional = self.num_classes > 0

@@ -1,7 +1,9 @@
 """Source images from a folder: centre-cropped to a square, resized, scaled to [-1, 1].
 
 Files with the extensions png/jpg/jpeg/webp/bmp (case-insensitive) are taken in sorted order of
-their path relative to the folder; ``limit`` keeps the first ``limit`` of them. Labels:
+their path relative to the folder (``list_images``; hidden files and folders, names starting with
+".", such as macOS ``._x.jpg`` companions in zip archives, are skipped); ``limit`` keeps the first
+``limit`` of them. Labels:
 
 - ``None``: no label (unconditional backbones; an empty prompt for text models);
 - an ``int``: the same class id for every image;
@@ -10,8 +12,9 @@ their path relative to the folder; ``limit`` keeps the first ``limit`` of them. 
   anything else a prompt; every image must have a row;
 - any other string: the same prompt for every image.
 
-Errors are one-line ``DataError``s: a missing or empty folder when the data set is built, a corrupt
-or unreadable image when that item is loaded (naming the file).
+Errors are one-line ``DataError``s: a missing or empty folder when the data set is built (with
+``missing_hint``, e.g. where to download the data, appended), a corrupt or unreadable image when that
+item is loaded (naming the file).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class ImageFolderDataset(CompletionDataset):
         limit: Optional[int] = None,
         recursive: bool = False,
         name: str = "image_folder",
+        missing_hint: Optional[str] = None,
     ):
         if path is None or str(path) in ("", "???"):
             raise ConfigError("dataset.path is not set; set it with dataset.path=/path/to/images")
@@ -55,14 +59,8 @@ class ImageFolderDataset(CompletionDataset):
             raise ConfigError(f"dataset.resolution={resolution}: expected a positive integer")
         if limit is not None and int(limit) < 1:
             raise ConfigError(f"dataset.limit={limit}: expected a positive integer or null")
-        if not self.root.is_dir():
-            what = "is not a folder" if self.root.exists() else "does not exist"
-            raise DataError(f"image folder {self.root.resolve()} {what}; set it with dataset.path=...")
-        pattern = "**/*" if recursive else "*"
-        files = sorted(
-            (p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in EXTENSIONS),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
+        check_folder(self.root, missing_hint)
+        files = list_images(self.root, recursive)
         if not files:
             raise DataError(f"image folder {self.root.resolve()} has no images ({'/'.join(e[1:] for e in EXTENSIONS)})")
         self.files: list[Path] = files[: int(limit)] if limit is not None else files
@@ -122,6 +120,27 @@ class ImageFolderDataset(CompletionDataset):
             else:
                 raise DataError(f"labels file {csv_path} has no row for image {rel}")
         return out
+
+
+def check_folder(root: Path, missing_hint: Optional[str] = None) -> None:
+    """A one-line DataError unless ``root`` is a folder (``missing_hint`` says where to get the data)."""
+    if root.is_dir():
+        return
+    what = "is not a folder" if root.exists() else "does not exist"
+    hint = f"; {missing_hint}" if missing_hint else ""
+    raise DataError(f"image folder {root.resolve()} {what}{hint}; set it with dataset.path=...")
+
+
+def list_images(root: Path, recursive: bool = False) -> list[Path]:
+    """The image files under ``root`` sorted by their relative POSIX path (so never by the file
+    system's listing order); hidden files and folders (a path part starting with ".") are skipped."""
+
+    def keep(p: Path) -> bool:
+        rel = p.relative_to(root)
+        return p.suffix.lower() in EXTENSIONS and not any(part.startswith(".") for part in rel.parts) and p.is_file()
+
+    files = (p for p in root.glob("**/*" if recursive else "*") if keep(p))
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:

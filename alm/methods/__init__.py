@@ -19,6 +19,7 @@ METHODS: dict[str, str] = {
     "recon_guidance": "alm.methods.recon_guidance:ReconGuidance",
     "ddim": "alm.methods.ddim:Plain",
     "exact": "alm.methods.exact:Exact",
+    "sd_inpaint": "alm.methods.sd_inpaint:SDInpaint",
 }
 
 

@@ -1,0 +1,103 @@
+"""The real checkpoints the project knows by name: where they live on the Hugging Face hub, which
+files a run needs, and the command that fetches them (``scripts/fetch_weights.py <name>``).
+
+Nothing here touches the network; ``scripts/fetch_weights.py`` does, on a machine with internet.
+Revisions are pinned to the commit the project was written against where it is known (the same
+commits are widely used pins); ``main`` otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+#: pipeline components that are model weights: component -> weights file stem
+WEIGHTS_STEM = {
+    "unet": "diffusion_pytorch_model",
+    "vae": "diffusion_pytorch_model",
+    "text_encoder": "model",
+    "text_encoder_2": "model",
+}
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SDXL_COMPONENTS = (*SD_COMPONENTS, "text_encoder_2", "tokenizer_2")
+PIXEL_COMPONENTS = ("unet", "scheduler")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A named checkpoint: hub repository, pinned revision, the pipeline components a run loads."""
+
+    name: str
+    repo_id: str
+    revision: str
+    components: tuple[str, ...]
+    about: str
+
+
+CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
+    Checkpoint("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "451f4fe16113bff5a5d2269ed5ad43b0592e9a14",
+               SD_COMPONENTS, "Stable Diffusion v1-5, 512 px (paper Tables 1, 2, 6); the mirror of runwayml's repository"),
+    Checkpoint("sd15-inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting", "8a4288a76071f7280aedbdb3253bdb9e9d5d84bb",
+               SD_COMPONENTS, "Stable Diffusion v1-5 inpainting (9-channel UNet), the training-based baseline of Table 6"),
+    Checkpoint("sd21base", "stabilityai/stable-diffusion-2-1-base", "5ede9e4bf3e3fd1cb0ef2f7a3fff13ee514fdf06",
+               SD_COMPONENTS, "Stable Diffusion v2-1-base, 512 px (paper Table 3, wide images)"),
+    Checkpoint("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "462165984030d82259a11f4367a4eed129e94a7b",
+               SDXL_COMPONENTS, "Stable Diffusion XL base 1.0, 1024 px (paper Fig. 4, backbone robustness)"),
+    Checkpoint("ddpm_celebahq", "google/ddpm-celebahq-256", "main",
+               PIXEL_COMPONENTS, "Ho et al.'s unconditional pixel DDPM on CelebA-HQ 256 px (paper Fig. 4)"),
+    Checkpoint("ddpm_cifar10", "google/ddpm-cifar10-32", "main",
+               PIXEL_COMPONENTS, "Ho et al.'s unconditional pixel DDPM on CIFAR-10 32 px"),
+)}
+
+
+def checkpoint_for_repo(repo_id: str) -> Optional[Checkpoint]:
+    """The named checkpoint stored in ``repo_id``, if the project knows it."""
+    for ckpt in CHECKPOINTS.values():
+        if ckpt.repo_id == repo_id:
+            return ckpt
+    return None
+
+
+def fetch_command(repo_id: str) -> str:
+    """The command that puts ``repo_id`` into the local Hugging Face cache."""
+    ckpt = checkpoint_for_repo(repo_id)
+    if ckpt is not None:
+        return f"python scripts/fetch_weights.py {ckpt.name}"
+    return f"hf download {repo_id}"
+
+
+def select_files(files: list[str], components: tuple[str, ...], variant: Optional[str] = None) -> list[str]:
+    """The files of a repository listing that a run needs (``model_index.json``, configs, tokenizers,
+    one weights format per component: ``variant`` safetensors, else safetensors, else ``.bin``).
+
+    Raises ``ValueError`` (one line) when a component is missing or has no weights of ``variant``.
+    """
+    chosen = [f for f in files if f == "model_index.json"]
+    for comp in components:
+        inside = [f for f in files if f.startswith(comp + "/")]
+        if not inside:
+            raise ValueError(f"the repository has no {comp}/ folder")
+        if comp not in WEIGHTS_STEM:  # tokenizer / scheduler: every (small) file
+            chosen += inside
+            continue
+        chosen += [f for f in inside if f == f"{comp}/config.json"]
+        chosen += _weights(inside, comp, WEIGHTS_STEM[comp], variant)
+    return sorted(dict.fromkeys(chosen))
+
+
+def _weights(files: list[str], comp: str, stem: str, variant: Optional[str]) -> list[str]:
+    """One format of ``comp``'s weights: a single file or all shards with their index."""
+    pattern = re.compile(rf"^{re.escape(comp)}/{re.escape(stem)}(\.(?P<var>[A-Za-z0-9_]+))?"
+                         rf"(-\d+-of-\d+)?\.(?P<ext>safetensors|bin)(\.index(\.(?P<ivar>[A-Za-z0-9_]+))?\.json)?$")
+    groups: dict[tuple[Optional[str], str], list[str]] = {}
+    for f in files:
+        m = pattern.match(f)
+        if m:
+            groups.setdefault((m.group("var") or m.group("ivar"), m.group("ext")), []).append(f)
+    order = [(variant, "safetensors"), (variant, "bin")] if variant else [(None, "safetensors"), (None, "bin")]
+    for key in order:
+        if key in groups:
+            return groups[key]
+    what = f"{variant} weights" if variant else "weights without a variant"
+    raise ValueError(f"the repository has no {what} for {comp}/ (found: {', '.join(sorted(set(k[0] or 'plain' for k in groups))) or 'none'})")
