@@ -132,20 +132,73 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None
     return chosen
 
 
+def smoke_overrides(exp, overrides: list[str]) -> list[str]:
+    """Swap real backbones for their tiny miniatures (``smoke.backbones``) in an override list."""
+    swap = dict(exp.smoke.get("backbones", {}))
+    out = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        out.append(f"backbone={swap[value]}" if key == "backbone" and value in swap else o)
+    return out
+
+
+def apply_smoke(exp):
+    """The experiment as its smoke run: tiny backbones, the ``smoke.overrides``, stand-in data folders,
+    metrics whose weights are missing left out, output under results/runs/smoke/ (never committed)."""
+    import os
+
+    from alm.data.smoke import make_smoke_data
+
+    if "smoke" not in exp:
+        raise ConfigError("this experiment has no smoke: section")
+    exp = OmegaConf.create(OmegaConf.to_container(exp))
+    exp.overrides = smoke_overrides(exp, list(exp.get("overrides", []))) + list(exp.smoke.get("overrides", []))
+    exp.runs = {label: smoke_overrides(exp, list(o)) for label, o in exp.runs.items()}
+    for sweep in exp.get("sweeps", {}).values():
+        sweep.base = smoke_overrides(exp, list(sweep.base))
+    if "evaluate" in exp:
+        exp.evaluate.overrides = list(exp.evaluate.get("overrides", [])) + ["skip_unavailable=true"]
+    if exp.smoke.get("data", False):
+        cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
+        os.environ["ALM_DATA"] = str(make_smoke_data(cache / "smoke-data"))
+    exp.output = f"results/runs/smoke/{Path(str(exp.output)).name}"
+    return exp
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("experiment", type=Path)
     ap.add_argument("--only", default="", help="comma-separated run labels to run (default: all); 'x (tuned)' runs "
                     "sweep x first; with --sweeps, the sweep labels to run")
-    ap.add_argument("--output", type=Path, default=None, help="table folder (default: the experiment's)")
     ap.add_argument("--sweeps", action="store_true", help="run only the sweeps (sweep.md and plots), not the table")
+    ap.add_argument("--smoke", action="store_true", help="the experiment's smoke run: tiny models, stand-in data, "
+                    "a few samples, output under results/runs/smoke/")
+    ap.add_argument("--output", type=Path, default=None, help="table folder (default: the experiment's)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
     args = ap.parse_intermixed_args(argv)
-
-    exp = OmegaConf.load(args.experiment)
+    command = "python scripts/run_experiment.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        exp = OmegaConf.load(args.experiment)
+        if args.smoke:
+            exp = apply_smoke(exp)
+    except ALMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     output = args.output or ROOT / exp.output
+    if "each" not in exp:  # one table
+        return run_table(exp, args, output, list(args.overrides), command)
+    (key, values), = exp.each.items()  # each: {dataset: [afhq, celebahq]} -> one table per value, in output/<value>/
+    status = 0
+    for value in values:
+        print(f"== {key}={value}", flush=True)
+        status = max(status, run_table(exp, args, output / str(value), [f"{key}={value}", *args.overrides], command))
+    return status
+
+
+def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
+    """Sweeps, runs, the table, the grid and the evaluation stage of one experiment (one ``each`` value)."""
     only = set(args.only.split(",")) if args.only else None
-    common, extra = list(exp.get("overrides", [])), list(args.overrides)
+    common = list(exp.get("overrides", []))
     output.mkdir(parents=True, exist_ok=True)
     summaries = []
     t_start = time.perf_counter()
@@ -173,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         for s, k in zip(ranked, rank_column(ranked, {k: v == "higher" for k, v in exp.rank.items()})):
             s["rank"] = k
         columns.append("rank")
-    command = "python scripts/run_experiment.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     header = f"# {exp.name}\n\n{exp.get('description', '').strip()}\n\nMade by `{command}` (make target: `{exp.get('make', '')}`); wall time of this invocation {wall:.0f} s.\n\n"
     (output / "table.md").write_text(header + markdown_table(summaries, columns=columns) + "\n" + exp.get("notes", ""))
     with open(output / "table.csv", "w", newline="") as f:
@@ -181,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(summaries)
     grids = [(s["method"], s["_dir"]) for s in summaries if s["method"] in set(exp.get("grid", [s["method"] for s in summaries]))]
-    if grids:
+    if grids and exp.get("grid_per_run", False):  # runs on different data: one masked | output grid each
+        for label, run_dir in grids:
+            slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
+            comparison_grid([(label, run_dir)], output / f"grid_{slug}.png", rows=int(exp.get("grid_rows", 6)))
+    elif grids:
         comparison_grid(grids, output / "grid.png", rows=int(exp.get("grid_rows", 6)))
     print((output / "table.md").read_text())
     if plan is not None:  # the evaluation stage: evaluation_table.md / .csv, evaluation_rows.csv, figures

@@ -90,3 +90,16 @@ def test_runs_sharing_a_folder_are_judged_on_their_own_samples(driver, tmp_path)
     assert driver.main([str(exp), "--output", str(tmp_path / "b"), *common, "num_samples=2"]) == 0
     assert "| ddim | 4 |" in (tmp_path / "a" / "evaluation_table.md").read_text()
     assert "| ddim | 2 |" in (tmp_path / "b" / "evaluation_table.md").read_text()
+
+
+def test_smoke_swaps_backbones_for_miniatures_everywhere(driver, monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("ALM_CACHE_DIR", str(tmp_path / "cache"))
+    exp = OmegaConf.load(ROOT / "experiments" / "table6.yaml")
+    smoke = driver.apply_smoke(exp)
+    assert smoke.runs["Stable Diffusion Inpainting"][0] == "backbone=sd15-inpaint-tiny"
+    assert smoke.runs["ALM"][0] == "backbone=sd15-tiny" and "num_samples=4" in smoke.overrides
+    assert smoke.output == "results/runs/smoke/table6" and "skip_unavailable=true" in smoke.evaluate.overrides
+    assert (tmp_path / "cache" / "smoke-data" / "celeba_hq" / "val" / "female").is_dir()
+    assert exp.runs["ALM"][0] == "backbone=sd15"  # the experiment itself is untouched
