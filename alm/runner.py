@@ -191,8 +191,9 @@ def _save_samples(run_dir: Path, comp: Components, cfg: DictConfig, indices, ite
         for kind, im in (("source", images[j]), ("masked", shown), ("output", outputs[j])):
             io.save_png(im, run_dir / "images" / f"{i:05d}_{kind}.png")
         io.atomic_torch_save(
-            {"source": images[j].cpu(), "mask": masks[j].cpu(), "masked": masked[j].cpu(),
-             "output": outputs[j].cpu(), "label": items[j].label, "meta": items[j].meta, "metrics": row},
+            # .clone(): a row of a batch tensor would save the whole batch's storage
+            {"source": images[j].cpu().clone(), "mask": masks[j].cpu().clone(), "masked": masked[j].cpu().clone(),
+             "output": outputs[j].cpu().clone(), "label": items[j].label, "meta": items[j].meta, "metrics": row},
             run_dir / "samples" / f"{i:05d}.pt",
         )
 
