@@ -40,7 +40,7 @@ from alm.tasks.inpaint import blend_output, build_problem, check_task, masked_so
 
 #: config keys that do not change any sample's output (so they may change between restarts); dotted = nested
 NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "threads", "progress", "paths", "hydra", "logger", "metrics",
-                   "task.inversion_cache")
+                   "task.inversion_cache", "backbone.device")  # backbone.device: ${device} (shards on other GPUs)
 SAMPLERS = ("ddim", "ddpm")
 
 

@@ -246,3 +246,11 @@ def test_folder_name_exclusions_agree_with_hydra_config():
 
     raw = OmegaConf.load(ROOT / "conf" / "config.yaml")
     assert set(raw.hydra.job.config.override_dirname.exclude_keys) == FOLDER_EXCLUDED
+
+
+def test_the_device_is_not_part_of_a_runs_identity():
+    """Shards of one run on different GPUs (device=cuda:k) share its folder: the backbone's device is not output."""
+    from alm.runner import fingerprint
+
+    a, b = (compose(["backbone=sd15-tiny", f"device={d}"]) for d in ("cpu", "cuda:1"))
+    assert a.backbone.device != b.backbone.device and fingerprint(a) == fingerprint(b)
