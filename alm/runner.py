@@ -241,6 +241,14 @@ def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.devi
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), unit="sample", desc=f"{cfg.method.name}", disable=not cfg.progress)
+    parent = blend_parent(run_dir, cfg)
+    if parent is not None:  # a "*" run: blend the unblended run's outputs instead of sampling them again
+        done = [i for i in todo if (parent / "samples" / f"{i:05d}.pt").exists()]
+        for start in range(0, len(done), int(cfg.batch_size)):
+            indices = done[start : start + int(cfg.batch_size)]
+            _derive_blended(cfg, run_dir, parent, comp, indices, device)
+            bar.update(len(indices))
+        todo = [i for i in todo if i not in set(done)]
     for start in range(0, len(todo), int(cfg.batch_size)):
         indices = todo[start : start + int(cfg.batch_size)]
         counter, t0 = CallCounter(), time.perf_counter()
@@ -267,6 +275,43 @@ def _sample(cfg: DictConfig, run_dir: Path, comp: Components, device: torch.devi
         bar.update(len(indices))
     bar.close()
     return summarize(run_dir, cfg, comp.backbone, device)
+
+
+BLEND_KEYS = ("task.blend", "task.blend_kernel")
+
+
+def blend_parent(run_dir: Path, cfg: DictConfig) -> Optional[Path]:
+    """For a blended ("*") run, the folder of the same run without the blend, if it exists and its
+    fingerprint equals this run's except for ``task.blend`` / ``task.blend_kernel``; else None.
+
+    The blend is a pixel-space post-processing of the output (SPEC §1), so a "*" row needs no sampling of
+    its own when its plain row is done: its samples are the plain ones, blended (identical outputs).
+    """
+    if not cfg.task.get("blend", False):
+        return None
+    name = ",".join(p for p in run_dir.name.split(",") if not p.startswith(tuple(k + "=" for k in BLEND_KEYS)))
+    parent = run_dir.with_name(name)
+    if parent == run_dir or not (parent / "fingerprint.json").is_file():
+        return None
+    theirs = _without_non_output(json.loads((parent / "fingerprint.json").read_text()))
+    mine = fingerprint(cfg)
+    for d in (theirs, mine):
+        d["task"] = {k: v for k, v in d.get("task", {}).items() if f"task.{k}" not in BLEND_KEYS}
+    return parent if theirs == mine else None
+
+
+def _derive_blended(cfg: DictConfig, run_dir: Path, parent: Path, comp: Components, indices: list[int], device) -> None:
+    """Samples ``indices`` of a "*" run from its plain run's outputs (cost columns: the plain run's)."""
+    items, images, masks = _load_batch(comp, indices, device)
+    loaded = [torch.load(parent / "samples" / f"{i:05d}.pt", map_location=device, weights_only=False) for i in indices]
+    for d, i, src in zip(loaded, indices, images):
+        if not torch.equal(d["source"].to(src.dtype), src):  # same config, so the same source: else refuse
+            raise DataError(f"{parent} sample {i} has another source than this run's; delete one of the folders")
+    outputs = blend_output(torch.stack([d["output"] for d in loaded]).float(), images, masks, int(cfg.task.blend_kernel))
+    costs = [{k: d["metrics"][k] for k in ("seconds", "evaluations", "cached_evaluations") if k in d["metrics"]}
+             for d in loaded]
+    cost = {k: sum(c.get(k, 0.0) for c in costs) / len(costs) for k in costs[0]}
+    _save_samples(run_dir, comp, cfg, indices, items, images, masks, outputs, cost)
 
 
 def load_rows(run_dir: Path, num_samples: int) -> list[dict]:

@@ -254,3 +254,28 @@ def test_the_device_is_not_part_of_a_runs_identity():
 
     a, b = (compose(["backbone=sd15-tiny", f"device={d}"]) for d in ("cpu", "cuda:1"))
     assert a.backbone.device != b.backbone.device and fingerprint(a) == fingerprint(b)
+
+
+def test_a_blended_run_reuses_its_plain_run(tmp_path, monkeypatch):
+    """A "*" run whose plain run is done blends the plain outputs (no sampling) and equals a fresh "*" run."""
+    import alm.runner as runner
+
+    plain = ["method=alm", *FAST, f"paths.runs={tmp_path / 'runs'}"]
+    star = [*plain, "task.blend=true", "task.blend_kernel=3"]
+    run(compose([*plain, "num_samples=2"]), run_dir_for(compose(plain), plain))  # the plain run has 2 of 4 samples
+    calls = []
+    original = runner.reverse
+    monkeypatch.setattr(runner, "reverse", lambda *a, **k: calls.append(len(a[2].x0)) or original(*a, **k))
+    star_dir = run_dir_for(compose(star), star)
+    summary = run(compose(star), star_dir)
+    assert calls == [2]  # only samples 2 and 3 were sampled; 0 and 1 came from the plain run
+    fresh = outputs_of(tmp_path / "fresh", [*FAST, "method=alm", "task.blend=true", "task.blend_kernel=3"])
+    got = outputs(star_dir)
+    assert all((fresh[i] - got[i]).abs().max() <= 1e-6 for i in fresh)
+    assert summary["evaluations"] == run(compose([*plain, "num_samples=4"]), run_dir_for(compose(plain), plain))["evaluations"]
+    # another blend kernel is another run, but the same plain parent
+    other = [*plain, "task.blend=true", "task.blend_kernel=5"]
+    assert runner.blend_parent(run_dir_for(compose(other), other), compose(other)) == run_dir_for(compose(plain), plain)
+    # a plain folder made with another config is not a parent
+    w = [*plain, "method.w2=0.5"]
+    assert runner.blend_parent(run_dir_for(compose([*w, "task.blend=true"]), [*w, "task.blend=true"]), compose([*w, "task.blend=true"])) is None
