@@ -130,16 +130,9 @@ class InpaintPipeline(Backbone):
 
     def make_cond(self, labels: Any, batch: int) -> list[str]:
         """Prompts (a string, or one per sample; None = the empty prompt)."""
-        if labels is None or isinstance(labels, str):
-            labels = [labels] * batch
-        labels = list(labels)
-        if len(labels) != batch:
-            raise ConfigError(f"{len(labels)} prompts for a batch of {batch}")
-        for v in labels:
-            if v is not None and not isinstance(v, str):
-                raise ConfigError(f"backbone {self.name} takes text prompts, got the label {v!r}; "
-                                  f"set dataset.prompt (or dataset.labels) to a prompt"[:300])
-        return ["" if v is None else v for v in labels]
+        from alm.backbones.latent import prompt_list
+
+        return prompt_list(labels, batch, self.name)
 
     def null_cond(self, batch: int) -> list[str]:
         return [""] * batch

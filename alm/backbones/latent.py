@@ -49,6 +49,20 @@ Tensor = torch.Tensor
 ATTENTION = ("sdpa", "eager")
 
 
+def prompt_list(labels: Any, batch: int, backbone: str) -> list[str]:
+    """A batch's prompts from its labels: a string or None for all, or one per sample (None = "")."""
+    if labels is None or isinstance(labels, str):
+        labels = [labels] * batch
+    labels = list(labels)
+    if len(labels) != batch:
+        raise ConfigError(f"{len(labels)} prompts for a batch of {batch}")
+    for v in labels:
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"backbone {backbone} takes text prompts, got the label {v!r}; "
+                              f"set dataset.prompt (or dataset.labels) to a prompt"[:300])
+    return ["" if v is None else v for v in labels]
+
+
 class LatentDiffusion(Backbone):
     """``eps(z, t, cond)`` of a Stable Diffusion (1.x / 2.x / XL) pipeline over VAE latents."""
 
@@ -152,16 +166,7 @@ class LatentDiffusion(Backbone):
 
     def make_cond(self, labels: Any, batch: int) -> Cond:
         """Prompts (a string, or one string per sample; None = the empty prompt) -> the condition."""
-        if labels is None or isinstance(labels, str):
-            labels = [labels] * batch
-        labels = list(labels)
-        if len(labels) != batch:
-            raise ConfigError(f"{len(labels)} prompts for a batch of {batch}")
-        for v in labels:
-            if v is not None and not isinstance(v, str):
-                raise ConfigError(f"backbone {self.name} takes text prompts, got the label {v!r}; "
-                                  f"set dataset.labels to a prompt (or a CSV of prompts)"[:300])
-        return _stack([self._prompt_cond("" if v is None else v) for v in labels])
+        return _stack([self._prompt_cond(v) for v in prompt_list(labels, batch, self.name)])
 
     # -- text encoding (diffusers' encode_prompt, clip_skip None)
 
