@@ -231,8 +231,13 @@ def sweep_plot(points: Sequence[Mapping[str, Any]], param: str, metrics: Sequenc
     if logx is None:
         pos = [x for x in xs if x > 0]
         logx = len(pos) == len(xs) and max(pos) / min(pos) >= 20
-    fig = _figure(3.2 * len(metrics), 2.8)
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    ncols = min(4, len(metrics))  # at most 4 panels a row
+    nrows = -(-len(metrics) // ncols)
+    fig = _figure(3.2 * ncols, 2.8 * nrows)
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
     series = list(dict.fromkeys(p.get("series", "") for p in points))
     for ax, m in zip(axes, metrics):
         for s in series:
