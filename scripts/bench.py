@@ -1,6 +1,7 @@
 """Side-by-side speed of sampling methods, and of the bare network calls they make.
 
     python scripts/bench.py --methods alm,alm_fused,syncsde --batch 4 --steps 20
+    python scripts/bench.py --backbone sd15-tiny --batch 1,4      # also against the authors' loop
 
 For every backbone (default: a tiny random-weight pixel ``UNet2DModel``, 32x32x3,
 block_out_channels=(32, 64), and the Gaussian mixture ``gmm`` when ``alm.backbones.gmm`` exists),
@@ -12,16 +13,30 @@ replays exactly those calls as plain ``backbone.eps`` calls on random inputs, wi
 Repetitions are interleaved (rep 1: method A, bare A, method B, bare B, ...; rep 2: ...) and the
 median is reported, so machine load affects all rows alike.
 
-Columns: evals/sample/step (network evaluations per sample per step), calls/step (batched forward
-calls per step), s/sample (median seconds / batch size), ratio vs syncsde (s/sample over syncsde's,
-or over the first method's when syncsde is not run), core overhead (method time / bare network time:
-1.00 means the method costs nothing beyond its network calls), spread (max/min - 1 of the method's
-timed repetitions: a large value means the machine was busy).
+Columns: batch (images per batch; the authors' loop takes them one at a time), evals/sample/step
+(network evaluations per sample per step), calls/step (forward calls per step for the whole batch),
+s/sample (median seconds / batch size), ratio vs syncsde (s/sample over syncsde's, or over the first
+method's when syncsde is not run), vs authors' loop (see below; "-" when it does not run), core
+overhead (method time / bare network time: 1.00 means the method costs nothing beyond its network
+calls), spread (max/min - 1 of the method's timed repetitions: a large value means the machine was
+busy).
+
+Authors' loop (text-conditional latent backbones: ``sd15*``, ``sd21base*``, ``sdxl*``): one more row,
+``authors_loop``, runs ALM the way the authors' code does (``alm.reference``, the loop the equivalence
+tests hold ``method=alm`` to): one image at a time, three raw UNet calls per step (e(Y), e(E), then
+the conditional + unconditional pair for CFG in one call), diffusers' ``DDIMScheduler.step``, with
+``conf/method/alm.yaml``'s weights, on the same model, problem, trajectory, initial noise, steps and
+guidance. Before timing, the bench prints the largest difference between its output and our ``alm``
+(and stops if they disagree); the column "vs authors' loop" is s/sample over the authors' loop's, at
+the same batch. Problems use text prompts on these backbones; timings exclude the (shared) DDIM
+inversion and VAE decoding, as for every row.
 
 Methods come from the registry ``alm.methods.get_method``: a name with a ``conf/method/<name>.yaml``
 is built from that file (its ``kind`` and parameters), any other name is passed to ``get_method``
-as is (``ddim`` is the cheapest: one guided evaluation per step). Backbones: ``unet`` (the tiny UNet above) or any ``conf/backbone/<name>.yaml``
-(``--backbone-override key=value`` sets its values, e.g. ``path=/models/ddpm-cifar10``).
+as is (``ddim`` is the cheapest: one guided evaluation per step). Backbones (``--backbone`` or
+``--backbones``, comma-separated): ``unet`` (the tiny UNet above) or any ``conf/backbone/<name>.yaml``,
+built as the runner builds it (``alm.config.compose`` + ``alm.runner.build``; ``--backbone-override
+key=value`` sets its values, e.g. ``path=/models/ddpm-cifar10``).
 """
 
 from __future__ import annotations
@@ -176,6 +191,96 @@ def run_bare(backbone: Backbone, inputs) -> None:
                 backbone.eps(z, t, cond)
 
 
+# --- the authors' loop ------------------------------------------------------------------------------
+
+AUTHORS = "authors_loop"
+#: prompts of the text-conditional problems (words of the tiny models' vocabulary, alm.backbones.tiny)
+PROMPTS = ("a photo of a cat", "a painting of a dog in winter", "a portrait of a person", "a landscape in autumn")
+
+
+def takes_text(backbone: Backbone) -> bool:
+    """A text-conditional latent backbone (Stable Diffusion family): prompts, and the authors' loop applies."""
+    from alm.backbones.latent import LatentDiffusion
+
+    return isinstance(backbone, LatentDiffusion)
+
+
+def batch_labels(backbone: Backbone, batch: int) -> list:
+    if takes_text(backbone):
+        return [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
+    return [i % 10 for i in range(batch)]
+
+
+class RawRecorder:
+    """Wraps a ``UNetCall`` of ``alm.reference`` and records each call (for the bare-network replay)."""
+
+    def __init__(self, unet: Callable):
+        self.unet = unet
+        self.calls: list[tuple[tuple[int, ...], torch.Tensor, list]] = []
+
+    def __call__(self, z, t, conds):
+        self.calls.append((tuple(z.shape), t, list(conds)))
+        return self.unet(z, t, conds)
+
+
+@dataclass
+class AuthorsLoop:
+    """ALM as the authors' code runs it (``alm.reference.reference_alm``) over a batch problem: image by
+    image, each with its own prompt, slice of the trajectory and mask."""
+
+    backbone: Backbone
+    problem: Problem
+    steps: int
+    guidance: float
+    w1: float
+    w2: float
+    labels: list
+
+    def __post_init__(self):
+        from alm.reference import ddim_scheduler, text_unet_call
+
+        self.unet = text_unet_call(self.backbone.denoiser.model)
+        self.scheduler = ddim_scheduler(self.backbone.scheduler_config, self.steps)
+        self.conds = [self.backbone.make_cond([label], 1) for label in self.labels]
+        self.null = self.backbone.null_cond(1)
+        traj, mask = self.problem.trajectory, self.problem.mask  # per image, as the authors hold them
+        self.inverted = [[traj[i, b : b + 1] for i in range(traj.shape[0])] for b in range(traj.shape[1])]
+        self.masks = [mask[b : b + 1] for b in range(mask.shape[0])]
+
+    def __call__(self, noise: torch.Tensor, unet: Optional[Callable] = None) -> torch.Tensor:
+        from alm.reference import reference_alm
+
+        outs = []
+        with torch.no_grad():
+            for b in range(noise.shape[0]):
+                outs.append(reference_alm(unet or self.unet, noise[b : b + 1], self.inverted[b], self.masks[b],
+                                          self.conds[b], self.null, self.scheduler, guidance=self.guidance,
+                                          w1=self.w1, w2=self.w2))
+        return torch.cat(outs)
+
+
+def authors_weights(method: Method) -> tuple[float, float]:
+    """(w1, w2) of an ``alm`` in the authors' form, or a BenchError saying why the loop cannot run it."""
+    from alm.methods.alm import ALM
+
+    if not isinstance(method, ALM) or method.order != "reference" or method.iterations != 1 or not method.likelihood \
+            or method.lam1 != method.w1:
+        raise BenchError(f"the authors' loop runs ALM in its reference form (order=reference, iterations=1, "
+                         f"w_cond tied to w1); conf/method/alm.yaml gives {method}")
+    return float(method.w1), float(method.w2)
+
+
+def bare_raw_inputs(calls, device, dtype) -> list[tuple[torch.Tensor, torch.Tensor, list]]:
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn(shape, generator=gen).to(device=device, dtype=dtype), t, conds) for shape, t, conds in calls]
+
+
+def run_bare_raw(unet: Callable, inputs) -> None:
+    with torch.no_grad():
+        for z, t, conds in inputs:
+            unet(z, t, conds)
+
+
 # --- the benchmark ----------------------------------------------------------------------------------
 
 def center_box_mask(batch: int, shape: tuple[int, ...], fraction: float = 0.5) -> torch.Tensor:
@@ -193,7 +298,7 @@ def make_problem(backbone: Backbone, batch: int, schedule: Schedule) -> Problem:
     x0 = x0.to(backbone.device)
     mask = center_box_mask(batch, shape).to(backbone.device)
     mask = mask if len(shape) == 3 else mask.reshape(batch, *([1] * len(shape)))
-    cond = backbone.make_cond([i % 10 for i in range(batch)], batch) if backbone.conditional else None
+    cond = backbone.make_cond(batch_labels(backbone, batch), batch) if backbone.conditional else None
     trajectory = invert(backbone, x0, schedule, cond)
     return Problem(x0=x0, mask=mask, cond=cond, trajectory=trajectory)
 
@@ -201,6 +306,7 @@ def make_problem(backbone: Backbone, batch: int, schedule: Schedule) -> Problem:
 @dataclass
 class Row:
     backbone: str
+    batch: int
     method: str
     evals_per_sample_step: float
     calls_per_step: float
@@ -232,63 +338,116 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+#: largest |ours - authors' loop| / max(1, max |authors' loop|) accepted, by the UNet's dtype: batched and
+#: per-image calls round differently (float32, tiny SD, 10 steps: ~2e-6 observed); the smallest one-term
+#: change of the update among alm.reference.MUTATIONS (the sign of w2 at the authors' w2 = 0.005) gives ~1e-2
+AGREEMENT = {torch.float64: 1e-6, torch.float32: 1e-4}
+AGREEMENT_HALF = 2e-2  # float16 / bfloat16
+
+
+def agreement(backbone: Backbone) -> float:
+    return AGREEMENT.get(getattr(backbone.denoiser, "model_dtype", torch.float32), AGREEMENT_HALF)
+
+
 def bench_backbone(bb_name: str, backbone: Backbone, methods: dict[str, Method], args) -> list[Row]:
+    """Every method (and the authors' loop where it applies) at every batch size, repetitions interleaved."""
     schedule = make_schedule(backbone.scheduler_config, args.steps, kind=args.sampler)
-    problem = make_problem(backbone, args.batch, schedule)
-    indices = range(args.batch)
-    dtype = problem.x0.dtype
-
-    def sample(bb: Backbone, method: Method, counter: Optional[CallCounter] = None) -> torch.Tensor:
-        return reverse(bb, method, problem, schedule, SampleGenerators(args.seed, indices),
-                       guidance=args.guidance, sampler=args.sampler, counter=counter)
-
+    with_authors = takes_text(backbone) and not args.no_authors_loop and args.sampler == "ddim"
     rows, jobs = [], []
-    for name, method in methods.items():
-        recorder, counter = Recorder(backbone), CallCounter()
-        sample(recorder, method, counter)  # untimed: counts the calls, and warms up
-        inputs = bare_inputs(recorder.calls, backbone.device, dtype)
-        run_bare(backbone, inputs)  # warm-up of the bare path
-        row = Row(bb_name, name, counter.evaluations / (args.batch * args.steps), counter.calls / args.steps)
-        rows.append(row)
-        jobs.append((row, method, inputs))
-    for _ in range(args.reps):  # interleaved repetitions
-        for row, method, inputs in jobs:
-            row.method_times.append(_timed(lambda: sample(backbone, method)))
-            row.bare_times.append(_timed(lambda: run_bare(backbone, inputs)))
+    for batch in args.batch:
+        problem = make_problem(backbone, batch, schedule)
+        indices = range(batch)
+        dtype = problem.x0.dtype
+
+        def sample(bb: Backbone, method: Method, counter: Optional[CallCounter] = None,
+                   problem=problem, indices=indices) -> torch.Tensor:
+            return reverse(bb, method, problem, schedule, SampleGenerators(args.seed, indices),
+                           guidance=args.guidance, sampler=args.sampler, counter=counter)
+
+        outputs = {}
+        for name, method in methods.items():
+            recorder, counter = Recorder(backbone), CallCounter()
+            outputs[name] = sample(recorder, method, counter)  # untimed: counts the calls, and warms up
+            inputs = bare_inputs(recorder.calls, backbone.device, dtype)
+            run_bare(backbone, inputs)  # warm-up of the bare path
+            row = Row(bb_name, batch, name, counter.evaluations / (batch * args.steps), counter.calls / args.steps)
+            rows.append(row)
+            jobs.append((row, (lambda sample=sample, method=method: sample(backbone, method)),
+                         (lambda inputs=inputs: run_bare(backbone, inputs))))
+        if with_authors:
+            alm = methods.get("alm") or make_method("alm")
+            w1, w2 = authors_weights(alm)
+            loop = AuthorsLoop(backbone, problem, args.steps, args.guidance, w1, w2, batch_labels(backbone, batch))
+            noise = SampleGenerators(args.seed, indices).randn(backbone.sample_shape, backbone.device, dtype)  # our Y_T
+            recorder = RawRecorder(loop.unet)
+            want = loop(noise, recorder)  # untimed: the sanity check, counts the calls, and warms up
+            got = outputs["alm"] if "alm" in outputs else sample(backbone, alm)
+            diff, scale = (got - want).abs().max().item(), max(1.0, want.abs().max().item())
+            print(f"# sanity, {bb_name} batch {batch}: max |alm - authors' loop| = {diff:.2e} over {batch} image(s) "
+                  f"(outputs up to {scale:.2f}; w1={w1:g}, w2={w2:g})")
+            if not diff <= agreement(backbone) * scale:
+                raise BenchError(f"{bb_name}: our alm and the authors' loop differ by {diff:.3g} (> {agreement(backbone):g} "
+                                 f"x {scale:.3g}): the ratio would compare different computations")
+            raw = bare_raw_inputs(recorder.calls, backbone.device, dtype)
+            run_bare_raw(loop.unet, raw)
+            evaluations = sum(shape[0] for shape, _, _ in recorder.calls)
+            row = Row(bb_name, batch, AUTHORS, evaluations / (batch * args.steps), len(recorder.calls) / args.steps)
+            rows.append(row)
+            jobs.append((row, (lambda loop=loop, noise=noise: loop(noise)),
+                         (lambda loop=loop, raw=raw: run_bare_raw(loop.unet, raw))))
+    for _ in range(args.reps):  # interleaved repetitions, over methods and batch sizes
+        for row, run_method, run_net in jobs:
+            row.method_times.append(_timed(run_method))
+            row.bare_times.append(_timed(run_net))
     return rows
 
 
-def print_table(rows: list[Row], batch: int) -> list[dict]:
-    header = ["backbone", "method", "evals/sample/step", "calls/step", "s/sample", "bare s/sample",
-              "ratio vs syncsde", "core overhead", "spread"]
+HEADER = ["backbone", "batch", "method", "evals/sample/step", "calls/step", "s/sample", "bare s/sample",
+          "ratio vs syncsde", "vs authors' loop", "core overhead", "spread"]
+
+
+def print_table(rows: list[Row]) -> list[dict]:
     out = []
-    for bb in dict.fromkeys(r.backbone for r in rows):
-        group = [r for r in rows if r.backbone == bb]
+    for key in dict.fromkeys((r.backbone, r.batch) for r in rows):
+        group = [r for r in rows if (r.backbone, r.batch) == key]
         ref = next((r for r in group if r.method == "syncsde"), group[0])
+        authors = next((r for r in group if r.method == AUTHORS), None)
         for r in group:
             out.append({
-                "backbone": r.backbone, "method": r.method,
+                "backbone": r.backbone, "batch": str(r.batch), "method": r.method,
                 "evals/sample/step": f"{r.evals_per_sample_step:.2f}", "calls/step": f"{r.calls_per_step:.2f}",
-                "s/sample": f"{r.method_s / batch:.4g}", "bare s/sample": f"{r.bare_s / batch:.4g}",
+                "s/sample": f"{r.method_s / r.batch:.4g}", "bare s/sample": f"{r.bare_s / r.batch:.4g}",
                 "ratio vs syncsde": f"{r.method_s / ref.method_s:.2f}" + ("" if ref.method == "syncsde" else f" (vs {ref.method})"),
+                "vs authors' loop": f"{r.method_s / authors.method_s:.2f}" if authors else "-",
                 "core overhead": f"{r.method_s / r.bare_s:.2f}",
                 "spread": f"{100 * r.spread:.0f}%",
             })
-    widths = {h: max(len(h), *(len(row[h]) for row in out)) for h in header}
-    print("  ".join(h.ljust(widths[h]) for h in header))
-    print("  ".join("-" * widths[h] for h in header))
+    widths = {h: max(len(h), *(len(row[h]) for row in out)) for h in HEADER}
+    print("  ".join(h.ljust(widths[h]) for h in HEADER))
+    print("  ".join("-" * widths[h] for h in HEADER))
     for row in out:
-        print("  ".join(row[h].ljust(widths[h]) for h in header))
+        print("  ".join(row[h].ljust(widths[h]) for h in HEADER))
     return out
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected batch sizes like 4 or 1,4") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes must be positive")
+    return list(dict.fromkeys(sizes))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="alm,alm_fused,syncsde", help="comma-separated method names")
-    p.add_argument("--backbones", default=None, help="comma-separated: unet, or conf/backbone names (default: unet[,gmm])")
+    p.add_argument("--methods", default="alm,alm_fused,syncsde,bld", help="comma-separated method names")
+    p.add_argument("--backbones", "--backbone", dest="backbones", default=None,
+                   help="comma-separated: unet, or conf/backbone names such as sd15-tiny (default: unet[,gmm])")
     p.add_argument("--backbone-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a value of the conf/backbone file (repeatable), e.g. path=/models/ddpm")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=_batches, default=[4], help="batch size(s), comma-separated, e.g. 1,4")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (after one untimed run)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
@@ -296,10 +455,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float, default=7.5, help="CFG scale (the paper's 7.5; unconditional backbones ignore it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-authors-loop", action="store_true", help="skip the authors'-loop row on text backbones")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file (with the command)")
     args = p.parse_args(argv)
-    if args.batch < 1 or args.steps < 1 or args.reps < 1:
-        p.error("--batch, --steps and --reps must be positive")
+    if args.steps < 1 or args.reps < 1:
+        p.error("--steps and --reps must be positive")
     return args
 
 
@@ -324,7 +484,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         methods = {name: make_method(name) for name in names}
         backbones = args.backbones.split(",") if args.backbones else default_backbones()
-        print(f"# batch {args.batch}, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
+        print(f"# batch {','.join(map(str, args.batch))}, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
               f"median of {args.reps} interleaved reps, torch threads {torch.get_num_threads()}, device {args.device}")
         rows = []
         for bb_name in backbones:
@@ -334,12 +494,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (BenchError, ALMError) as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
-    table = print_table(rows, args.batch)
+    table = print_table(rows)
     _warn_if_loaded()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
-            f.write("# " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]) + "\n")
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            command = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv]
+            f.write("# " + " ".join(shlex.quote(a) for a in command) + "\n")
+            writer = csv.DictWriter(f, fieldnames=HEADER)
             writer.writeheader()
             writer.writerows(table)
     return 0

@@ -1,19 +1,14 @@
 """``method=alm`` through our sampling core against an independent transcription of the authors' loop
 (issue 5 point 5; SPEC §1, GitHub ``Hleephilip/ALM_public``, ``alm/inpainting.py``).
 
-The reference below is written from SPEC §1 in the style of the authors' code, sharing nothing with
-``alm.steps`` / ``alm.sampling`` / ``alm.methods``: the raw diffusers model is called once per
-evaluation and one image at a time, the DDIM step is diffusers' ``DDIMScheduler.step``, the inversion
-``DDIMInverseScheduler.step``, sigma_t the scheduler's own DDPM posterior variance, and (for the latent
-model) the VAE, tokenizer and text encoder are called directly. Per timestep t (SPEC §1):
-
-    e_Y = eps(Y_t,t,c);  E_t = (1-M) X_t + M Y_t;  e_E = eps(E_t,t,c)            # no CFG
-    Y'  = Y_t + sigma_t M ( w1 (e_Y - e_E) - w2 e_E )                            # likelihood move first
-    Y_s = DDIM(Y', eps_cfg(Y',t,c)) + w1 sigma_t (1-M) (X_t - Y')                # then DDIM + sync
-
-and Eq. 1 as printed for ``alm_fused`` (w2_eq1 = w1, w3 = w1 + w2, all times sigma_t):
-
-    Y_s = DDIM(Y_t, eps_cfg(Y_t,t,c)) + w1 sigma_t (1-M)(X_t - Y_t) + sigma_t M (w1 e_Y - (w1 + w2) e_E)
+The reference is ``alm.reference`` (also the baseline of ``scripts/bench.py``): written from SPEC §1 in
+the style of the authors' code, sharing nothing with ``alm.steps`` / ``alm.sampling`` /
+``alm.methods``: the raw diffusers model is called one image at a time (e(Y), e(E), then the CFG pair
+in one call, as the authors), the DDIM step is diffusers' ``DDIMScheduler.step``, the inversion
+``DDIMInverseScheduler.step``, sigma_t the scheduler's own DDPM posterior variance; here (for the
+latent model) the VAE, tokenizer and text encoder are called directly. ``alm`` must match its
+``order="reference"`` (the authors' step: likelihood move first, then DDIM + sync), ``alm_fused`` its
+``order="fused"`` (Eq. 1 as printed).
 
 Models (random weights, built from config; nothing from the hub): a pixel ``UNet2DConditionModel`` with
 per-sample encoder states ("text"), a class-conditional pixel ``UNet2DModel`` with a null class
@@ -36,9 +31,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from alm import reference as authors
 from alm.backbones.diffusers_unet import DiffusersUNet
 from alm.methods import get_method
 from alm.methods.base import Problem
+from alm.reference import UNetCall
 from alm.rng import SampleGenerators
 from alm.sampling import reverse
 from alm.schedule import make_schedule
@@ -53,59 +50,17 @@ SD_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", bet
 TASK = OmegaConf.create({"observed": "inversion", "invert": "masked", "hole_value": -1.0})
 
 
-# --- the reference: the authors' loop, one image and one network call at a time -------------------
+# --- the reference: the authors' loop (alm.reference), with this file's settings -------------------
 
-def _f64(sched):
-    """diffusers computes its alpha tables in float32; cast them (values unchanged) for a float64 run."""
-    for attr in ("alphas_cumprod", "final_alpha_cumprod", "initial_alpha_cumprod", "alphas", "betas"):
-        if isinstance(getattr(sched, attr, None), torch.Tensor):
-            setattr(sched, attr, getattr(sched, attr).to(DT))
-    return sched
+def reference_inversion(unet: UNetCall, x0: torch.Tensor, c: Any) -> list[torch.Tensor]:
+    return authors.reference_inversion(unet, x0, c, SD_SCHEDULER, STEPS, dtype=DT)
 
 
-def reference_inversion(unet: Callable, x0: torch.Tensor, c: Any) -> list[torch.Tensor]:
-    """DDIM inversion of ONE latent with the conditional eps, no guidance: X_t for each reverse step."""
-    from diffusers import DDIMInverseScheduler
-
-    inverse = _f64(DDIMInverseScheduler(**SD_SCHEDULER))
-    inverse.set_timesteps(STEPS)
-    x, latents = x0, []
-    for t in inverse.timesteps:
-        x = inverse.step(unet(x, t, c), t, x).prev_sample
-        latents.append(x)
-    return latents[::-1]  # index i <-> the i-th timestep of the reverse loop
-
-
-def reference_alm(unet: Callable, y: torch.Tensor, inverted: list, m: torch.Tensor, c: Any, null: Any,
+def reference_alm(unet: UNetCall, y: torch.Tensor, inverted: list, m: torch.Tensor, c: Any, null: Any,
                   w1: float = W1, w2: float = W2, order: str = "reference", mutation: str = "") -> torch.Tensor:
-    """ALM inpainting of ONE image (SPEC §1). ``mutation`` breaks one thing on purpose (sensitivity test)."""
-    from diffusers import DDIMScheduler
-
-    scheduler = _f64(DDIMScheduler(**SD_SCHEDULER))
-    scheduler.set_timesteps(STEPS)
-    step = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-    w3 = {"w3 = w2": w2, "joint sign": w1 - w2}.get(mutation, w1 + w2)  # e(E) carries both weights
-    sync = -w1 if mutation == "sync sign" else w1
-    for i, t in enumerate(scheduler.timesteps):
-        sigma = scheduler._get_variance(int(t), int(t) - step) ** 0.5  # DDPM posterior std (Eq. 10)
-        if mutation == "no sigma":
-            sigma = 1.0
-        x_t = inverted[i]
-        if order == "reference" and mutation != "order":
-            e_y = unet(y, t, c)  # no CFG in the likelihood move
-            if mutation == "guided move":
-                e_y = unet(y, t, null) + G * (e_y - unet(y, t, null))
-            e_e = unet((1 - m) * x_t + m * y, t, c)
-            y = y + sigma * m * (w1 * e_y - w3 * e_e)  # the move first
-            e_c, e_u = unet(y, t, c), unet(y, t, null)  # then DDIM with CFG at the moved point
-            y_prev = scheduler.step(e_u + G * (e_c - e_u), t, y).prev_sample
-            y = y_prev + sync * sigma * (1 - m) * (x_t - y)
-        else:  # Eq. 1 as printed: every evaluation at Y_t, in one step
-            e_y, e_u = unet(y, t, c), unet(y, t, null)
-            e_e = unet((1 - m) * x_t + m * y, t, c)
-            y_prev = scheduler.step(e_u + G * (e_y - e_u), t, y).prev_sample
-            y = y_prev + sync * sigma * (1 - m) * (x_t - y) + sigma * m * (w1 * e_y - w3 * e_e)
-    return y
+    scheduler = authors.ddim_scheduler(SD_SCHEDULER, STEPS, dtype=DT)
+    return authors.reference_alm(unet, y, inverted, m, c, null, scheduler, guidance=G, w1=w1, w2=w2,
+                                 order=order, mutation=mutation)
 
 
 # --- the models ---------------------------------------------------------------------------------------
@@ -115,7 +70,7 @@ class Case:
     """Our backbone and, for the reference, the raw pieces the authors' code would call."""
 
     backbone: Any
-    unet: Callable  # (z (1, ...), t, c) -> eps, the raw diffusers model
+    unet: UNetCall  # (z (k, ...), t, k per-sample conditions) -> eps, the raw diffusers model
     images: torch.Tensor  # (B, C, H, W) data space
     masks: torch.Tensor  # (B, 1, H, W), 1 = to generate
     labels: list  # what the data set gives: encoder states, class ids or prompts
@@ -151,8 +106,8 @@ def text_case() -> Case:
     null = torch.randn(7, 32, generator=g, dtype=DT)  # the empty prompt's states
     backbone = DiffusersUNet.from_model(copy.deepcopy(unet), SD_SCHEDULER, null_embedding=null, cond_length=7, dtype=DT)
 
-    def call(z, t, c):
-        return unet(z, t, encoder_hidden_states=c[None]).sample
+    def call(z, t, cs):
+        return unet(z, t, encoder_hidden_states=torch.stack(cs)).sample
 
     return Case(backbone, call, _images(3, 16, 16), _masks(16, 16), states, states, null, lambda x: x, lambda m: m)
 
@@ -168,8 +123,8 @@ def class_case() -> Case:
     ).to(DT).eval().requires_grad_(False)
     backbone = DiffusersUNet.from_model(copy.deepcopy(unet), SD_SCHEDULER, dtype=DT)
 
-    def call(z, t, c):
-        return unet(z, t, class_labels=torch.tensor([c])).sample
+    def call(z, t, cs):
+        return unet(z, t, class_labels=torch.tensor(cs)).sample
 
     labels = [3, 7]
     return Case(backbone, call, _images(1, 16, 16), _masks(16, 16), labels, labels, 10, lambda x: x, lambda m: m)
@@ -190,8 +145,8 @@ def sd15_tiny_case() -> Case:
                         return_tensors="pt").input_ids
         return text_encoder(ids)[0][0]
 
-    def call(z, t, c):
-        return unet(z, t, encoder_hidden_states=c[None]).sample
+    def call(z, t, cs):
+        return unet(z, t, encoder_hidden_states=torch.stack(cs)).sample
 
     def encode(x):
         return vae.encode(x).latent_dist.mode() * vae.config.scaling_factor
@@ -284,7 +239,7 @@ def sensitivity():
 
 
 # (sync at Y_t instead of Y' is no mutation: the move only changes M's entries, the sync only (1-M)'s)
-MUTATIONS = ["sync sign", "joint sign", "w3 = w2", "no sigma", "order", "guided move"]
+MUTATIONS = authors.MUTATIONS
 
 
 @pytest.mark.parametrize("mutation", MUTATIONS)
