@@ -246,7 +246,32 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
         except ALMError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+        if exp.get("combined"):
+            write_combined(exp, output, summaries, header)
     return 0
+
+
+def write_combined(exp, output: Path, summaries: list[dict], header: str) -> Path:
+    """``<combined>.md|csv``: the evaluation stage's table (metrics, Rank) with the runs' cost columns
+    (``evaluations``, ``seconds`` per sample) beside it -- the one table to read."""
+    from alm.tables import markdown, read_csv, to_float, write_csv
+
+    columns, rows = read_csv(output / "evaluation_table.csv")
+    cost = {s["method"]: s for s in summaries}
+    extra = [c for c in ("evaluations", "seconds") if any(c in s for s in summaries)]
+    for r in rows:
+        r.update({c: cost.get(r["label"], {}).get(c, "") for c in extra})
+        r.update({c: to_float(r[c]) for c in columns if c not in ("label",) and r.get(c, "") != ""})
+    ranked = [c for c in columns if c != "rank"] + extra + (["rank"] if "rank" in columns else [])
+    name = str(exp.combined)
+    legend = [l for l in (output / "evaluation_table.md").read_text().splitlines() if l.startswith("- `")]
+    total = sum(float(s.get("seconds", 0.0)) * int(s.get("samples", 0)) for s in summaries)
+    (output / f"{name}.md").write_text(
+        header + f"Sampling time of these rows as they were run (seconds per sample x samples, summed): {total / 60:.0f} min.\n\n"
+        + "\n".join(legend) + "\n- `evaluations`, `seconds`: network evaluations and wall seconds per sample (not ranked)\n\n"
+        + markdown(ranked, rows) + "\n" + exp.get("notes", ""))
+    write_csv(output / f"{name}.csv", ranked, rows)
+    return output / f"{name}.md"
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ sweeps:
 runs: {ddim: [method=ddim]}
 columns: [method, mse_hole]
 evaluate: {metrics: pixel, only: [ssim_hole], config: [progress=false]}  # not in the runner's summary
+combined: table1
 """
 
 
@@ -64,6 +65,8 @@ def test_sweeps_are_judged_by_the_evaluation_stage(driver, tmp_path):
     table = (out / "table.md").read_text()
     assert "| recon_guidance (tuned) |" in table and "| ddim |" in table
     assert "| recon_guidance (tuned) | 4 |" in (out / "evaluation_table.md").read_text()
+    combined = (out / "table1.md").read_text()  # metrics, cost and rank in one table
+    assert "| label | samples | ssim_hole | evaluations | seconds | rank |" in combined and "Made by" in combined
 
 
 def test_only_skips_other_sweeps(driver, tmp_path):
