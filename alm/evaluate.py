@@ -330,7 +330,7 @@ def evaluate_experiment(plan: EvaluationPlan, runs: Sequence[tuple], output: Pat
         from alm.figures import comparison_grid
 
         by_label = {r[0]: r[1] for r in runs}
-        wanted = grid.get("runs") or [l for l, _ in runs]
+        wanted = grid.get("runs") or [r[0] for r in runs]
         missing = [l for l in wanted if l not in by_label]
         if missing:
             raise ConfigError(f"evaluate.figures.grid.runs: no run labelled {', '.join(missing)}")
