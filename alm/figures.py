@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from alm import io
+from alm.io import shown_masked
 from alm.errors import ALMError, ConfigError, DataError
 
 SOURCE_MASKED = "Source (Masked)"
@@ -103,7 +104,8 @@ def comparison_grid(columns: Sequence[tuple[str, Path]], path: Path, rows: int =
     axes = fig.subplots(len(ids), len(titles), squeeze=False)
     for r, i in enumerate(ids):
         ref = load_sample(columns[0][1], i)
-        images = [ref[key] for _, key in heads]
+        # the masked input with its hole mid-grey (the model's hole value, e.g. black, hides it on dark images)
+        images = [shown_masked(ref["source"], ref["mask"]) if key == "masked" else ref[key] for _, key in heads]
         for _, run_dir in columns:
             d = load_sample(run_dir, i)
             if output_key not in d:
@@ -112,9 +114,17 @@ def comparison_grid(columns: Sequence[tuple[str, Path]], path: Path, rows: int =
         for c, im in enumerate(images):
             _show(axes[r][c], im)
             if r == 0:
-                axes[r][c].set_title(titles[c], fontsize=9)
+                axes[r][c].set_title(_wrap(titles[c], cw), fontsize=8)
     fig.subplots_adjust(wspace=0.03, hspace=0.03)
     return _save(fig, path)
+
+
+def _wrap(title: str, width_inches: float) -> str:
+    """A column title broken at spaces / underscores so that it fits its column (about 13 characters an inch)."""
+    import textwrap
+
+    lines = textwrap.wrap(title.replace("_", "_ "), max(8, int(13 * width_inches)), break_long_words=False)
+    return "\n".join(line.replace("_ ", "_") for line in lines)
 
 
 def ablation_grid(ablations: Sequence[tuple[str, Path]], reference: tuple[str, Path], path: Path, per_row: int = 3,

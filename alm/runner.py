@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from alm import io
 from alm.backbones.base import Backbone
-from alm.errors import ALMError, ConfigError, DataError
+from alm.errors import ALMError, ConfigError, DataError, NumericalError
 from alm.inversion_cache import cache_from_config
 from alm.masks import validate_mask
 from alm.methods import get_method
@@ -42,6 +42,7 @@ from alm.tasks.inpaint import blend_output, build_problem, check_task, masked_so
 NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "threads", "progress", "paths", "hydra", "logger", "metrics",
                    "task.inversion_cache", "backbone.device")  # backbone.device: ${device} (shards on other GPUs)
 SAMPLERS = ("ddim", "ddpm")
+DIVERGED = "diverged.txt"  # <run>/diverged.txt: the NaN error of a run that diverged (a sweep result, not a crash)
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -212,8 +213,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     check_fingerprint(run_dir, fingerprint(cfg))
     io.atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    diverged = run_dir / DIVERGED
+    if diverged.is_file():  # a config that diverged stays diverged (same fingerprint): say so without sampling again
+        raise NumericalError(f"{diverged.read_text().strip()} (recorded in {diverged}; delete it to try again)")
     with make_logger(cfg.get("logger"), run_dir, cfg) as logger:  # one logger run per job, finished on a crash
-        summary = _sample(cfg, run_dir, comp, device)
+        try:
+            summary = _sample(cfg, run_dir, comp, device)
+        except NumericalError as err:
+            io.atomic_write_bytes(diverged, (str(err) + "\n").encode())
+            raise
         complete = all((run_dir / "samples" / f"{i:05d}.pt").exists() for i in range(cfg.num_samples))
         if metric_set.metrics and complete:  # the evaluation stage, once every shard is done (cached in <run>/eval/)
             from alm.evaluate import evaluate_run

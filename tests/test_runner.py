@@ -103,8 +103,18 @@ def test_sweep_overrides_land_in_separate_folders():
 def test_nan_is_reported_with_sample_ids_and_earlier_batches_are_kept(tmp_path):
     run(compose(["method=alm", *FAST, "num_samples=2"]), tmp_path / "ok")
     with pytest.raises(NumericalError, match=r"sample\(s\) \[0, 1\]"):
-        run(compose(["method=alm", "method.w2=nan", *FAST, "num_samples=2"]), tmp_path / "nan")
+        run(compose(["method=alm", "method.w2=1e300", *FAST, "num_samples=2"]), tmp_path / "nan")
     assert len(list((tmp_path / "ok" / "samples").glob("*.pt"))) == 2
+    # a diverged run is recorded: running it again reports the same error at once, without sampling
+    import alm.runner as runner
+
+    original = runner.reverse
+    runner.reverse = lambda *a, **k: pytest.fail("sampled a recorded divergence again")
+    try:
+        with pytest.raises(NumericalError, match=r"sample\(s\) \[0, 1\].*diverged.txt; delete it"):
+            run(compose(["method=alm", "method.w2=1e300", *FAST, "num_samples=2"]), tmp_path / "nan")
+    finally:
+        runner.reverse = original
 
 
 def test_invalid_combinations_are_refused_before_work(tmp_path):
