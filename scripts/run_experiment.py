@@ -126,7 +126,8 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None
     if chosen:
         rule = ", ".join(f"{k} ({'higher' if v else 'lower'})" for k, v in directions.items())
         head = (f"# Sweeps of {exp.name}\n\nValidation overrides: `{' '.join(exp.get('validation', []))}`. "
-                f"Chosen per method: rank 1 by the paper's rule over {rule}.\n\n")
+                f"Chosen per method: rank 1 by the paper's rule over {rule}; a tie goes to the first point in "
+                f"grid order. Diverged points (NaN) rank last.\n\n")
         name = "sweep.md" if only is None else f"sweep_{'_'.join(sorted(chosen))}.md".replace(" ", "_")
         (output / name).write_text(head + "\n".join(lines))
     return chosen
