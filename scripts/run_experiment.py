@@ -268,7 +268,8 @@ def write_combined(exp, output: Path, summaries: list[dict], header: str) -> Pat
     legend = [l for l in (output / "evaluation_table.md").read_text().splitlines() if l.startswith("- `")]
     total = sum(float(s.get("seconds", 0.0)) * int(s.get("samples", 0)) for s in summaries)
     (output / f"{name}.md").write_text(
-        header + f"Sampling time of these rows as they were run (seconds per sample x samples, summed): {total / 60:.0f} min.\n\n"
+        header + f"Cost of these rows (seconds per sample x samples, summed over all rows; a \"*\" row blended from its "
+        f"plain row, and a row equal to another, count that row's cost again): {total / 60:.0f} min.\n\n"
         + "\n".join(legend) + "\n- `evaluations`, `seconds`: network evaluations and wall seconds per sample (not ranked)\n\n"
         + markdown(ranked, rows) + "\n" + exp.get("notes", ""))
     write_csv(output / f"{name}.csv", ranked, rows)
