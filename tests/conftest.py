@@ -62,6 +62,25 @@ def _own_inversion_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path_factory.mktemp("inversion-cache")))
 
 
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are not a package), registered in ``sys.modules``
+    under ``name`` while it loads (dataclasses look their module up there). The caller may pop it."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
 

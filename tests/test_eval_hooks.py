@@ -12,6 +12,7 @@ import pytest
 
 from alm.config import compose
 from alm.metrics import MissingWeightsError
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,8 +64,7 @@ def test_multirun_gives_one_finished_wandb_run_per_job(tmp_path):
 
 
 def test_experiment_driver_evaluates_its_runs(tmp_path, monkeypatch, capsys):
-    import importlib.util
-
+    
     exp = tmp_path / "exp.yaml"
     exp.write_text(
         "name: tiny\nmake: ''\noutput: unused\n"
@@ -72,9 +72,7 @@ def test_experiment_driver_evaluates_its_runs(tmp_path, monkeypatch, capsys):
         "rank: {coherence: higher}\nruns: {alm: [method=alm], ddim: [method=ddim]}\ncolumns: [method, coherence]\n"
         "evaluate: {metrics: pixel, only: [mse_hole, ssim], config: [progress=false], figures: {grid: {rows: 2}}}\n"
     )
-    spec = importlib.util.spec_from_file_location("run_experiment", ROOT / "scripts" / "run_experiment.py")
-    driver = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(driver)
+    driver = load_script("run_experiment")
     assert driver.main([str(exp), "--output", str(tmp_path / "out"), f"paths.runs={tmp_path / 'runs'}", "progress=false"]) == 0
     table = (tmp_path / "out" / "evaluation_table.md").read_text()
     assert "| alm | 3 |" in table and "mse_hole" in table and (tmp_path / "out" / "comparison.png").is_file()

@@ -34,6 +34,7 @@ from alm.rng import SampleGenerators  # noqa: E402
 from alm.runner import build, run  # noqa: E402
 from alm.sampling import evaluate, invert, reverse  # noqa: E402
 from alm.schedule import make_schedule  # noqa: E402
+from conftest import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -414,11 +415,7 @@ def test_fetch_selects_one_weights_format_per_component():
 
 
 def test_fetch_script_help_and_table(capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fetch_weights", ROOT / "scripts" / "fetch_weights.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("fetch_weights")
     with pytest.raises(SystemExit) as info:
         script.main(["--help"])
     assert info.value.code == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from alm.config import compose
 from alm.data.mnist import MNISTDataset, load_mnist_subset
 from alm.errors import CheckpointError, DataError
 from alm.runner import build
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,10 +27,7 @@ def splits():
 
 @pytest.fixture(scope="module")
 def trainer():
-    spec = importlib.util.spec_from_file_location("train_embedded", ROOT / "scripts" / "train_embedded.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_embedded")
 
 
 # --- data set ------------------------------------------------------------------------------------------
