@@ -80,7 +80,7 @@ def sweep_row(overrides: list[str], label: str, plan, directions) -> dict:
     return row
 
 
-def sweep_plots(label: str, sweep, rows: list[dict], metrics: list[str], directions, output: Path) -> list[Path]:
+def sweep_plots(label: str, sweep, rows: list[dict], directions: dict[str, bool], output: Path) -> list[Path]:
     """One figure per swept key: every ranked metric against it, one line per setting of the other keys."""
     paths = []
     keys = list(sweep.grid)
@@ -89,7 +89,7 @@ def sweep_plots(label: str, sweep, rows: list[dict], metrics: list[str], directi
                    "series": " ".join(f"{k.split('.')[-1]}={r['_values'][k]}" for k in keys if k != key)}
                   for r in rows]
         name = f"sweep_{label}_{key.split('.')[-1]}.png".replace(" ", "_").replace("*", "_blend")
-        paths.append(sweep_plot(points, key, metrics, output / name, directions))
+        paths.append(sweep_plot(points, key, list(directions), output / name, directions))
     return paths
 
 
@@ -119,7 +119,7 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None
         best = min(range(len(rows)), key=lambda i: (ranks[i], i))
         chosen[label] = list(sweep.base) + rows[best]["_point"]
         shown = [*directions, *[c for c in exp.get("sweep_columns", []) if c not in directions]]
-        plots = sweep_plots(label, sweep, rows, list(directions), directions, output)
+        plots = sweep_plots(label, sweep, rows, directions, output)
         lines.append(f"## {label}: chosen `{rows[best]['setting']}`\n")
         lines.append(markdown_table(rows, columns=["setting", *shown, "rank", "note"]))
         lines.append("Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in plots) + "\n")
