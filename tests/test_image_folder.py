@@ -131,3 +131,114 @@ def test_hydra_config_instantiates(tmp_path):
         cfg = compose(overrides=["+dataset=image_folder", f"dataset.path={tmp_path}"])
     ds = instantiate(cfg.dataset)
     assert ds.shape == (3, 32, 32) and ds[0].image.shape == (3, 32, 32)
+
+
+# --- preprocess="authors": the authors' load_rgb (OpenCV read, BGR -> RGB, INTER_LINEAR resize, no crop) ----
+
+def _authors_load_rgb(path: Path, size: int) -> np.ndarray:
+    """Hleephilip/ALM_public, alm/image_utils.py load_rgb, transcribed: uint8 (size, size, 3) RGB."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _scaled(u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(u8.astype(np.float32)).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+@pytest.mark.parametrize("size", [(200, 120), (40, 30), (64, 64)])  # (w, h): down, up, the same size
+def test_authors_loader_is_opencv_exactly(tmp_path, size):
+    rng = np.random.default_rng(size[0])
+    noisy = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "a.png")
+    Image.fromarray(_gradient(*size)).save(tmp_path / "b.jpg", quality=90)
+    ds = ImageFolderDataset(tmp_path, resolution=64, preprocess="authors")
+    assert ds.preprocess == "authors"
+    for i, name in enumerate(["a.png", "b.jpg"]):
+        want = _authors_load_rgb(tmp_path / name, 64)
+        got = ds[i].image
+        assert got.shape == (3, 64, 64) and got.dtype == torch.float32
+        assert torch.equal(got, _scaled(want)), name  # 0 grey levels apart, the same [-1, 1] floats
+    # the PNG at its own size is its pixels; the bilinear resize is not Pillow's crop + bicubic
+    if size == (64, 64):
+        assert torch.equal(ds[0].image, _scaled(noisy))
+    else:
+        crop = ImageFolderDataset(tmp_path, resolution=64)[0].image
+        assert not torch.equal(crop, ds[0].image)
+
+
+def test_authors_loader_does_not_crop(tmp_path):
+    """A 96x48 image is squeezed to 16x16 whole: the first and last columns are the source's ends."""
+    Image.fromarray(_gradient(96, 48)).save(tmp_path / "wide.png")
+    img = ImageFolderDataset(tmp_path, resolution=16, preprocess="authors")[0].image
+    red = (img[0] + 1) * 127.5  # encodes the source column: 0 .. 255 over the full width
+    cols = np.linspace(0, 255, 96)
+    assert red[:, 0].mean() < cols[3] and red[:, -1].mean() > cols[92]  # crop mode: cols[24] and cols[71]
+    green = (img[1] + 1) * 127.5  # rows 0 .. 47 spread over 16 rows, also whole
+    assert green[0].mean() < 10 and green[-1].mean() > 245
+    assert torch.equal(img, _scaled(_authors_load_rgb(tmp_path / "wide.png", 16)))
+
+
+def test_authors_loader_grayscale_and_other_files(tmp_path):
+    import cv2
+
+    Image.fromarray(_gradient(30, 20)).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8), mode="RGBA").save(tmp_path / "b.png")
+    Image.fromarray(_gradient(8, 8)).convert("P").save(tmp_path / "c.png")
+    Image.fromarray(_gradient(8, 8)).save(tmp_path / "d.webp", lossless=True)
+    Image.fromarray(np.full((8, 8), 200, np.uint8), mode="L").save(tmp_path / "e.bmp")
+    gray = ImageFolderDataset(tmp_path, resolution=12, channels=1, preprocess="authors")
+    want = cv2.cvtColor(_authors_load_rgb(tmp_path / "a.png", 12), cv2.COLOR_RGB2GRAY)
+    assert torch.equal(gray[0].image, _scaled(want[..., None]))
+    rgb = ImageFolderDataset(tmp_path, resolution=12, preprocess="authors")
+    for i in range(5):
+        assert rgb[i].image.shape == (3, 12, 12)
+    assert torch.equal(rgb[4].image, torch.full((3, 12, 12), 200 / 127.5 - 1))  # a gray file: 3 equal channels
+
+
+def test_authors_loader_errors(tmp_path):
+    Image.fromarray(_gradient(8, 8)).save(tmp_path / "good.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    ds = ImageFolderDataset(tmp_path, resolution=8, preprocess="authors")
+    with pytest.raises(DataError) as info:
+        ds[0]
+    assert "broken.jpg" in str(info.value) and "\n" not in str(info.value)
+    assert ds[1].image.shape == (3, 8, 8)
+    with pytest.raises(ConfigError, match="preprocess"):
+        ImageFolderDataset(tmp_path, resolution=8, preprocess="resize")
+
+
+def test_crop_stays_the_default_and_unchanged(tmp_path):
+    Image.fromarray(_gradient(40, 24)).save(tmp_path / "a.png")
+    default = ImageFolderDataset(tmp_path, resolution=16)
+    assert default.preprocess == "crop"
+    assert torch.equal(default[0].image, ImageFolderDataset(tmp_path, resolution=16, preprocess="crop")[0].image)
+    # the original reading: Pillow, central 24x24 square (columns 8..31), bicubic
+    with Image.open(tmp_path / "a.png") as im:
+        want = np.asarray(im.convert("RGB").crop((8, 0, 32, 24)).resize((16, 16), Image.Resampling.BICUBIC, reducing_gap=None))
+    assert torch.equal(default[0].image, _scaled(want))
+
+
+def test_paper_configs_read_images_as_the_authors(tmp_path):
+    """afhq / celebahq / seasons / painters default to preprocess=authors; image_folder keeps crop."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    for name in ("afhq", "celebahq", "seasons", "painters"):
+        assert OmegaConf.load(CONF / "dataset" / f"{name}.yaml").preprocess == "authors", name
+    assert OmegaConf.load(CONF / "dataset" / "image_folder.yaml").preprocess == "crop"
+    Image.fromarray(_gradient(60, 30)).save(_folder(tmp_path / "afhq" / "val" / "cat") / "0.png")
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose(overrides=["+dataset=afhq", f"dataset.path={tmp_path / 'afhq'}", "dataset.resolution=16",
+                                 "dataset.pairs=1"])
+    ds = instantiate(cfg.dataset)
+    assert ds.preprocess == "authors"
+    assert torch.equal(ds[0].image, _scaled(_authors_load_rgb(tmp_path / "afhq" / "val" / "cat" / "0.png", 16)))
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,4 +1,15 @@
-"""Source images from a folder: centre-cropped to a square, resized, scaled to [-1, 1].
+"""Source images from a folder: read, resized to a square (``preprocess``), scaled to [-1, 1].
+
+``preprocess`` (``load_image``; docs/datasets.md, "How images are read"):
+
+- ``"crop"`` (this class's default): Pillow reads the file (EXIF orientation applied, palette and
+  alpha images converted to RGB), takes the central square, resizes it bicubic (antialiased) to
+  ``resolution``;
+- ``"authors"`` (the default of the paper's data sets, ``conf/dataset/{afhq,celebahq,seasons,
+  painters}.yaml``): the authors' ``load_rgb`` (``Hleephilip/ALM_public``, ``alm/image_utils.py``):
+  ``cv2.imread(path, cv2.IMREAD_COLOR)``, BGR -> RGB, ``cv2.resize`` to ``resolution`` x ``resolution``
+  with ``cv2.INTER_LINEAR``, no crop (a non-square image is stretched). ``channels=1`` (no
+  counterpart in their code) converts that RGB result with ``cv2.COLOR_RGB2GRAY``.
 
 Files with the extensions png/jpg/jpeg/webp/bmp (case-insensitive) are taken in sorted order of
 their path relative to the folder (``list_images``; hidden files and folders, names starting with
@@ -31,6 +42,7 @@ from alm.data.base import CompletionDataset, Item
 from alm.errors import ConfigError, DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PREPROCESS = ("crop", "authors")
 
 
 class ImageFolderDataset(CompletionDataset):
@@ -46,6 +58,7 @@ class ImageFolderDataset(CompletionDataset):
         recursive: bool = False,
         name: str = "image_folder",
         missing_hint: Optional[str] = None,
+        preprocess: str = "crop",
     ):
         if path is None or str(path) in ("", "???"):
             raise ConfigError("dataset.path is not set; set it with dataset.path=/path/to/images")
@@ -59,6 +72,7 @@ class ImageFolderDataset(CompletionDataset):
             raise ConfigError(f"dataset.resolution={resolution}: expected a positive integer")
         if limit is not None and int(limit) < 1:
             raise ConfigError(f"dataset.limit={limit}: expected a positive integer or null")
+        self.preprocess = check_preprocess(preprocess)
         check_folder(self.root, missing_hint)
         files = list_images(self.root, recursive)
         if not files:
@@ -75,7 +89,7 @@ class ImageFolderDataset(CompletionDataset):
             raise IndexError(f"index {index} outside the {len(self.files)} images of {self.root}")
         path = self.files[index]
         rel = path.relative_to(self.root).as_posix()
-        image = load_image(path, self.resolution, self.channels)
+        image = load_image(path, self.resolution, self.channels, self.preprocess)
         return Item(image=image, label=self._labels[index], meta={"file": rel, "index": index})
 
     def _read_labels(self, labels: Union[None, int, str]) -> list[Any]:
@@ -143,8 +157,30 @@ def list_images(root: Path, recursive: bool = False) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
-    """Read one image, centre-crop it to a square, resize to ``resolution``; (C, R, R) in [-1, 1]."""
+def check_preprocess(preprocess: str, what: str = "dataset") -> str:
+    """``preprocess`` if it is one of ``PREPROCESS``, else a one-line ConfigError."""
+    if preprocess not in PREPROCESS:
+        raise ConfigError(f"{what}: preprocess={preprocess!r}: expected one of {', '.join(PREPROCESS)}")
+    return str(preprocess)
+
+
+def load_image(path: Path, resolution: int, channels: int, preprocess: str = "crop") -> torch.Tensor:
+    """Read one image and take it to ``resolution`` x ``resolution``; (C, R, R) float32 in [-1, 1].
+
+    ``preprocess="crop"``: Pillow, centre crop to a square, bicubic resize. ``"authors"``: OpenCV as the
+    authors' ``load_rgb`` (imread colour, BGR -> RGB, ``cv2.resize`` INTER_LINEAR, no crop). Either way
+    the 8-bit result ``u`` becomes ``u / 127.5 - 1`` (module docstring).
+    """
+    check_preprocess(preprocess)
+    arr = _read_authors(path, resolution, channels) if preprocess == "authors" else _read_crop(path, resolution, channels)
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+
+
+def _read_crop(path: Path, resolution: int, channels: int) -> Image.Image:
+    """Pillow: EXIF-transposed, RGB (or L), the central square resized bicubic to ``resolution``."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -160,10 +196,21 @@ def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
     img = img.crop((left, top, left + side, top + side))
     if side != resolution:
         img = img.resize((resolution, resolution), Image.Resampling.BICUBIC, reducing_gap=None)
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous() / 127.5 - 1.0
+    return img
+
+
+def _read_authors(path: Path, resolution: int, channels: int) -> np.ndarray:
+    """The authors' ``load_rgb``: uint8 (R, R, 3) RGB (or (R, R) grayscale for ``channels=1``)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR; EXIF orientation applied; alpha dropped
+    if image is None:
+        raise DataError(f"cannot read image {path}: OpenCV cannot decode it (corrupt or unsupported file)")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    image = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_LINEAR)
+    if channels == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return image
 
 
 def _is_int(text: str) -> bool:

@@ -25,10 +25,18 @@ kinds) that is kind ``kinds[k % 6]``, its strokes drawn from ``(mask.seed, k)``.
 therefore paired by the seeded image order, and a pair depends on (dataset.seed, file names,
 mask config, k) only -- never on the run seed, the batch or the sampler.
 
-Images: centre-cropped to a square, resized (bicubic) to ``resolution`` (the backbone's: ``${backbone.
-resolution}`` in the yaml), RGB in [-1, 1] (``alm.data.image_folder.load_image``). The authors' code
-resizes straight to 512x512 (bilinear, no crop); for the square AFHQ / CelebA-HQ images both are a plain
-resize.
+Images: taken to ``resolution`` x ``resolution`` (the backbone's: ``${backbone.resolution}`` in the
+yaml), RGB in [-1, 1] (``alm.data.image_folder.load_image``), as ``preprocess`` says:
+
+- ``"authors"`` (the paper configs' default): the authors' ``load_rgb`` (``Hleephilip/ALM_public``,
+  ``alm/image_utils.py``): OpenCV reads the file (``cv2.imread``, colour), BGR -> RGB, and
+  ``cv2.resize`` takes it straight to the resolution with bilinear ``INTER_LINEAR``, no crop (a
+  non-square image is stretched);
+- ``"crop"`` (this class's default, the project's original reading): Pillow, the central square,
+  bicubic (antialiased) resize.
+
+For a square file already at the resolution (AFHQ's 512x512 at 512 px) both keep the decoded pixels;
+otherwise they differ (``docs/datasets.md``, "How images are read").
 
 Prompts (``Item.label``): ``prompt`` is a template; ``{label}`` is replaced by the image's class word:
 the name of its parent folder looked up in ``classes`` (e.g. ``cat -> cat``, ``wild -> wild animal``),
@@ -45,7 +53,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from alm.data.base import CompletionDataset, Item
-from alm.data.image_folder import check_folder, list_images, load_image
+from alm.data.image_folder import check_folder, check_preprocess, list_images, load_image
 from alm.errors import ConfigError, DataError
 
 
@@ -103,9 +111,11 @@ class InpaintingPairs(CompletionDataset):
         channels: int = 3,
         download: Optional[str] = None,
         name: Optional[str] = None,
+        preprocess: str = "crop",
     ):
         """``download``: where to get the data set, shown when the folder is missing. ``name``: shown in
-        errors (the runner keeps a config's ``name`` as a label, so errors name the folder instead)."""
+        errors (the runner keeps a config's ``name`` as a label, so errors name the folder instead).
+        ``preprocess``: ``"authors"`` or ``"crop"``, how an image is read and resized (module docstring)."""
         self.name = name or "pairs"
         what = f"dataset {name}" if name else "dataset"
         if path is None or str(path) in ("", "???"):
@@ -118,6 +128,7 @@ class InpaintingPairs(CompletionDataset):
         if int(channels) not in (1, 3):
             raise ConfigError(f"{what}: channels={channels!r}: expected 1 or 3")
         check_template(prompt, what)
+        self.preprocess = check_preprocess(preprocess, what)
         self.root = Path(str(path)).expanduser()
         self.resolution, self.channels, self.seed = int(resolution), int(channels), int(seed)
         self.shape = (self.channels, self.resolution, self.resolution)
@@ -160,5 +171,5 @@ class InpaintingPairs(CompletionDataset):
         if not 0 <= index < len(self.files):
             raise IndexError(f"{self._what} has {len(self.files)} pairs, got index {index}")
         rel = self.files[index]
-        image = load_image(self.root / rel, self.resolution, self.channels)
+        image = load_image(self.root / rel, self.resolution, self.channels, self.preprocess)
         return Item(image=image, label=self.labels[index], meta={"file": rel, "pair": index})
