@@ -27,7 +27,8 @@ SHOWN = ["method", "samples", "mse", "mse_hole", "psnr", "ssim", "coherence", "t
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from alm.errors import ALMError
-    from alm.runner import markdown_table, run
+    from alm.runner import run
+    from alm.tables import markdown_table
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

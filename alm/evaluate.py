@@ -15,9 +15,11 @@ Per run, ``<run>/eval/per_sample.csv`` holds one row per sample and per-sample m
 value. A metric whose config, samples and evaluated tensor are unchanged is not computed again, so a
 table can be rebuilt or extended with a new metric cheaply (``force=true`` recomputes everything).
 Aggregation is a separate step: the mean of each per-sample column over the run's samples, plus the set
-metrics. The tables (``table.md``, ``table.csv``; ``rows.csv``: every run's per-sample rows) go to
-``--out`` (default: ``<run>/eval/`` for one run, ``results/eval/<metrics name>/`` for several) and record
-the command that made them. With several runs a Rank column ranks them (``alm.ranking``; each metric's
+metrics (a per-sample metric may report its own set-level value instead: ``Metric.aggregate``). Metrics
+that need the run itself (the Gaussian-mixture metrics build the run's mixture) get its config.yaml and
+sample indices through ``Metric.bind_run`` before their updates. The tables (``table.md``, ``table.csv``;
+``rows.csv``: every run's per-sample rows) go to ``--out`` (default: ``<run>/eval/`` for one run,
+``results/eval/<metrics name>/`` for several) and record the command that made them. With several runs a Rank column ranks them (``alm.ranking``; each metric's
 ``higher_is_better``).
 """
 
@@ -38,11 +40,10 @@ from alm import io
 from alm.errors import ALMError, ConfigError, DataError
 from alm.metrics import MetricSet, prepare_metrics
 from alm.ranking import rank_column
+from alm.run_folder import (EVAL_DIR, STORE_ROWS, STORE_VALUES, default_labels, find_runs,  # noqa: F401
+                            run_config, sample_files)
 from alm.tables import markdown, read_csv, write_csv
 
-EVAL_DIR = "eval"
-STORE_ROWS = "per_sample.csv"   # <run>/eval/: every per-sample metric ever computed on the run
-STORE_VALUES = "values.json"    # <run>/eval/: each metric's config, samples seen, set-metric values
 
 
 @dataclass
@@ -77,55 +78,6 @@ def compose_evaluate(overrides: Sequence[str] = ()):
             cause = cause.__cause__
         lines = [l.strip() for l in str(cause or type(err).__name__).strip().splitlines() if l.strip()]
         raise ConfigError(" ".join(lines[:2])) from None
-
-
-# -- run folders -------------------------------------------------------------------------------------
-def find_runs(paths: Sequence[Path]) -> list[Path]:
-    """Run folders (with ``samples/``) given directly or found below the given folders, in order."""
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        if not p.is_dir():
-            raise DataError(f"no such run folder: {p}")
-        if (p / "samples").is_dir():
-            found = [p]
-        else:
-            found = sorted(d.parent for d in p.rglob("samples") if d.is_dir() and (d.parent / "config.yaml").is_file())
-        if not found:
-            raise DataError(f"{p} is not a run folder (no samples/) and holds none")
-        runs += [r for r in found if r not in runs]
-    return runs
-
-
-def sample_files(run_dir: Path) -> list[tuple[int, Path]]:
-    files = []
-    for f in sorted((run_dir / "samples").glob("*.pt")):
-        if f.stem.isdigit():
-            files.append((int(f.stem), f))
-    if not files:
-        raise DataError(f"{run_dir} has no samples (samples/*.pt)")
-    return files
-
-
-def run_config(run_dir: Path):
-    from omegaconf import OmegaConf
-
-    path = Path(run_dir) / "config.yaml"
-    return OmegaConf.load(path) if path.is_file() else None
-
-
-def default_labels(runs: Sequence[Path]) -> list[str]:
-    """The method name of each run; where two runs share one, their folder path below the common parent."""
-    names = []
-    for r in runs:
-        cfg = run_config(r)
-        names.append(str(cfg.method.name) if cfg is not None and "method" in cfg else r.name)
-    if len(set(names)) == len(names):
-        return names
-    parts = [Path(r).resolve().parts for r in runs]
-    n = 0
-    while all(len(p) > n + 1 for p in parts) and len({p[n] for p in parts}) == 1:
-        n += 1
-    return [str(Path(*p[n:])) for p in parts]
 
 
 # -- the per-run store -------------------------------------------------------------------------------
@@ -180,10 +132,13 @@ def evaluate_run(run_dir: Path, mset: MetricSet, device: torch.device, output_ke
             return False
         if v.get("version") != m.version:  # the metric's definition changed since
             return False
+        if _summary_computed(m) and "value" not in v:
+            return False
         return not m.per_sample or all(key in rows.get(i, {}) for i in ids)
 
     todo = [k for k in mset.metrics if not fresh(k)]
     if todo:
+        mset.bind_run(run_config(run_dir), ids, only=todo)  # metrics that need the run (its config, indices)
         for k in todo:
             mset.metrics[k].setup(device)
             mset.metrics[k].reset()
@@ -207,10 +162,10 @@ def evaluate_run(run_dir: Path, mset: MetricSet, device: torch.device, output_ke
             entry = {"config": mset.configs[k], "version": m.version, "samples": ids, "output_key": output_key,
                      "per_sample": m.per_sample, "higher_is_better": m.higher_is_better, "region": m.region,
                      "title": m.describe()}
-            if not m.per_sample:
+            if _summary_computed(m):  # a set metric, or a per-sample one whose summary is its compute()
                 entry["value"] = m.compute()
                 entry["extra"] = m.compute_extra()
-            else:  # values of samples no longer in the run are dropped
+            if m.per_sample:  # values of samples no longer in the run are dropped
                 for i in set(rows) - set(ids):
                     rows[i].pop(k, None)
             values[k] = entry
@@ -220,11 +175,21 @@ def evaluate_run(run_dir: Path, mset: MetricSet, device: torch.device, output_ke
     return RunEval(label, run_dir, run_rows, aggregate(run_rows, mset, values, label))
 
 
+def _summary_computed(m) -> bool:
+    """Whether a metric's summary value is its ``compute()`` (set metrics; per-sample ``aggregate="compute"``)."""
+    return not m.per_sample or m.aggregate == "compute"
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]], mset: MetricSet, values: Mapping[str, dict], label: str) -> dict:
-    """The summary of one run: mean of each per-sample column (finite values), then the set metrics."""
+    """The summary of one run: mean of each per-sample column (finite values), then the set metrics.
+
+    A per-sample metric with ``aggregate="compute"`` reports its own set-level value instead of the mean,
+    one with ``aggregate=None`` no summary value (its rows only)."""
     summary: dict[str, Any] = {"label": label, "samples": len(rows)}
     for k, m in mset.metrics.items():
-        if m.per_sample:
+        if m.per_sample and m.aggregate is None:
+            continue
+        if m.per_sample and m.aggregate != "compute":
             vals = [float(r[k]) for r in rows if isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
             summary[k] = sum(vals) / len(vals) if vals else math.nan
         else:
@@ -253,11 +218,14 @@ def write_tables(results: Sequence[RunEval], mset: MetricSet, out_dir: Path, com
         for s, k in zip(summaries, rank_column(summaries, directions)):
             s["rank"] = k
         columns.append("rank")
-    arrows = {k: (f"{k} ↑" if m.higher_is_better else f"{k} ↓") for k, m in mset.metrics.items()}
+    arrows = {k: (k if m.higher_is_better is None else f"{k} ↑" if m.higher_is_better else f"{k} ↓")
+              for k, m in mset.metrics.items()}
     lines = [f"# {title or 'Evaluation: ' + mset.name}", "", f"Made by `{command}`.", ""]
     for k, m in mset.metrics.items():
         ranked = "" if mset.ranked.get(k, True) else ", not ranked"
-        lines.append(f"- `{k}`: {m.describe()} ({'higher' if m.higher_is_better else 'lower'} is better{ranked})")
+        better = ("no better direction" if m.higher_is_better is None
+                  else f"{'higher' if m.higher_is_better else 'lower'} is better")
+        lines.append(f"- `{k}`: {m.describe()} ({better}{ranked})")
     for k, why in mset.skipped.items():
         lines.append(f"- `{k}`: left out ({why})")
     if "rank" in columns:
@@ -277,7 +245,7 @@ def write_tables(results: Sequence[RunEval], mset: MetricSet, out_dir: Path, com
 def evaluate_runs(runs: Sequence[tuple], mset: MetricSet, cfg: Any, logger_node: Any = None) -> list[RunEval]:
     """Evaluate ``(label, run_dir)`` or ``(label, run_dir, num_samples)`` entries (see ``evaluate_run``)."""
     from alm.loggers import make_logger
-    from alm.runner import resolve_device
+    from alm.config import resolve_device
 
     device = resolve_device(str(cfg.get("device", "auto")))
     results = []

@@ -197,7 +197,7 @@ def run_values(run_dir: Path) -> dict[str, Any]:
         from alm.tables import read_csv
 
         values = json.loads(values_path.read_text())
-        from alm.evaluate import STORE_ROWS
+        from alm.run_folder import STORE_ROWS
 
         store = run_dir / "eval" / STORE_ROWS
         _, rows = read_csv(store) if store.is_file() else ([], [])
@@ -274,7 +274,7 @@ def _labels(text: str, runs: Sequence[Path]) -> list[str]:
         if len(labels) != len(runs):
             raise ConfigError(f"--labels gives {len(labels)} labels for {len(runs)} runs")
         return labels
-    from alm.evaluate import default_labels
+    from alm.run_folder import default_labels
 
     return default_labels(runs)
 
@@ -318,7 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             if not args.param or not args.metrics:
                 raise ConfigError("sweep needs --param KEY and --metrics a,b")
-            from alm.evaluate import find_runs
+            from alm.run_folder import find_runs
 
             points = sweep_points(find_runs(runs), args.param, args.series or None)
             out = sweep_plot(points, args.param, [m.strip() for m in args.metrics.split(",")], args.out)

@@ -1,4 +1,8 @@
-"""Exact metrics of completions on the Gaussian-mixture testbed (``backbone=gmm``).
+"""Exact metrics of completions on the Gaussian-mixture testbed (``backbone=gmm``): the math.
+
+Pure functions of tensors (and the mixture); the evaluation stage computes them through the metric
+objects of ``alm.metrics.gmm`` (``metrics=gmm``, conf/metrics/gmm.yaml), which call these functions.
+This module imports the backbone, never the other way round.
 
 Notation: ``x`` (B, C, H, W) completions, ``x_obs`` the sources they complete (only the observed
 entries are used), ``mask`` 1 = unobserved (broadcastable to the images), U the unobserved entries,
@@ -14,19 +18,20 @@ Per sample (rows of a results table):
 
 Aggregates over a set (one observation per sample; repeated observations are fine):
 - ``coherence``        mean of ``coherent``
-- ``tv``               0.5 sum_k |freq_k - mean_i w_ik|, freq_k = the fraction of completions assigned to k
-- ``energy_distance``  between the completions and exact posterior draws for the same observations,
-                       pooled over samples, on the unobserved entries (observed entries zeroed):
-                       2 E|A-B| - E|A-A'| - E|B-B'| with the UNBIASED (U-statistic) within-set means
-                       (pairs i != j). Its expectation is the population energy distance: 0 for two exact
-                       draw sets, so estimates scatter around 0 and may be slightly negative.
-- ``variance_ratio``   mean of the per-sample ratio: 1 = calibrated, < 1 over-sharpened, > 1 too diffuse.
+- ``tv``               0.5 sum_k |freq_k - mean_i w_ik| per stratum of observations (``stratified_tv``),
+                       freq_k = the fraction of completions assigned to k
+- ``energy_distance``  between the completed full images and exact posterior draws for the same
+                       observations (``energy_distance_joint``; ``energy_distance`` is the pooled version on
+                       the unobserved entries): 2 E|A-B| - E|A-A'| - E|B-B'| with the UNBIASED (U-statistic)
+                       within-set means (pairs i != j). Its expectation is the population energy distance: 0
+                       for two exact draw sets, so estimates scatter around 0 and may be slightly negative.
+- ``variance_ratio``   mean of the per-sample ratio: 1 = calibrated, < 1 over-sharpened, > 1 too diffuse;
+                       ``variance_log_error`` = |log variance_ratio| (for rankings).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -39,16 +44,6 @@ Tensor = torch.Tensor
 #: rng stream of the exact reference draws a run's summary compares against (0 sampler, 1 masks, 2 data)
 REFERENCE_STREAM = 3  # the exact reference draws use streams 3, 4, ... (never the sampler's own)
 REFERENCE_DRAWS = 4  # exact draws per observation (pooled) for the energy distance
-
-#: for averaged-rank tables; None = best at a target value (variance_ratio: 1, see ``variance_log_error``)
-HIGHER_IS_BETTER: dict[str, Optional[bool]] = {
-    "coherence": True,
-    "tv": False,
-    "energy_distance": False,
-    "variance_ratio": None,
-    "variance_log_error": False,
-    "posterior_loglik": True,
-}
 
 
 # --- per sample -------------------------------------------------------------------------------------
@@ -225,44 +220,25 @@ def gmm_summary(
     return out
 
 
-# --- the runner's hooks (``GaussianMixture.sample_metrics`` / ``summary_metrics`` delegate here) ------
+# --- inputs of the set-level metrics ----------------------------------------------------------------
 
-def _labels_to_cond(mixture: GaussianMixture, labels: Optional[Sequence[Any]], batch: int) -> Cond:
+def labels_to_cond(mixture: GaussianMixture, labels: Optional[Sequence[Any]], batch: int) -> Cond:
+    """The condition of a batch of stored labels: None for an unconditional mixture or a missing label."""
     if labels is None or not mixture.conditional or any(l is None for l in labels):
         return None
     return mixture.make_cond(list(labels), batch)
 
 
-def sample_rows(
-    mixture: GaussianMixture, outputs: Tensor, sources: Tensor, masks: Tensor,
-    labels: Optional[Sequence[Any]] = None, tau: float = 1e-3,
-) -> list[dict]:
-    """Per-sample rows (plain Python numbers) for the runner's metrics.csv."""
-    rows = per_sample(mixture, outputs, sources, masks, tau, _labels_to_cond(mixture, labels, outputs.shape[0]))
-    return [
-        {k: (int(v[i]) if k == "component" else float(v[i])) for k, v in rows.items()}
-        for i in range(outputs.shape[0])
-    ]
-
-
-def run_summary(mixture: GaussianMixture, run_dir: Path, seed: int, indices: Sequence[int], tau: float = 1e-3) -> dict:
-    """Set-level metrics of a run folder's samples against exact posterior draws for the same sources.
-
-    The reference draws use ``SampleGenerators(seed, indices, stream=REFERENCE_STREAM)``: independent of
-    the run's own sampler noise, so ``method=exact`` scores an energy distance around 0, not below it.
-    """
+def reference_draws(
+    mixture: GaussianMixture, x_obs: Tensor, mask: Tensor, seed: int, indices: Sequence[int],
+    cond: Cond = None, draws: int = REFERENCE_DRAWS,
+) -> Tensor:
+    """``draws`` exact posterior draws per observation, (draws, N, ...): draw k of sample ``indices[i]``
+    uses ``SampleGenerators(seed, indices, stream=REFERENCE_STREAM + k)``, independent of the run's own
+    sampler noise (stream 0), so ``method=exact`` scores an energy distance around 0, not below it."""
     from alm.rng import SampleGenerators
 
-    files = [torch.load(Path(run_dir) / "samples" / f"{int(i):05d}.pt", weights_only=False) for i in indices]
-    device = mixture.means.device
-    outputs = torch.stack([f["output"] for f in files]).to(device)
-    sources = torch.stack([f["source"] for f in files]).to(device)
-    masks = torch.stack([f["mask"] for f in files]).to(device)
-    cond = _labels_to_cond(mixture, [f.get("label") for f in files], len(files))
-    draws = torch.stack([
-        mixture.posterior_sample(sources, masks, SampleGenerators(seed, indices, stream=REFERENCE_STREAM + k), cond=cond)
-        for k in range(REFERENCE_DRAWS)
+    return torch.stack([
+        mixture.posterior_sample(x_obs, mask, SampleGenerators(seed, indices, stream=REFERENCE_STREAM + k), cond=cond)
+        for k in range(draws)
     ])
-    summary = gmm_summary(mixture, outputs, sources, masks, draws, tau, cond)
-    summary.pop("num_samples")
-    return summary

@@ -1,10 +1,10 @@
 """An on-disk cache of DDIM-inversion trajectories, one file per sample, so that a sweep over method
-weights inverts each source once (SPEC §1: X_t comes from DDIM inversion, computed once as preprocessing).
+weights inverts each source once (docs/method.md §9: X_t comes from DDIM inversion, computed once as preprocessing).
 
 Location: ``paths.inversion_cache`` (default ``$ALM_INVERSION_CACHE_DIR``, else
 ``${paths.cache}/inversion`` = ``$ALM_CACHE_DIR/inversion`` or ``~/.cache/alm/inversion``): outside the
 project, so no bulky file can reach git, and shared by every run folder and clone. Switch:
-``task.inversion_cache`` (true by default). Neither changes any output, so neither is part of a run's
+``task.inversion_cache`` (true by default; the task builds the cache, ``alm.tasks.inpaint``). Neither changes any output, so neither is part of a run's
 fingerprint or folder name. Delete the folder at any time; it only costs recomputation.
 
 Layout: ``<root>/<key[:2]>/<key>.pt`` holding ``{"version", "key", "trajectory"}``, the trajectory of
@@ -300,13 +300,3 @@ class InversionCache:
                 traj[:, j] = computed[:, r]
                 self.store(keys[j], computed[:, r])
         return traj
-
-
-def cache_from_config(cfg: Any) -> Optional[InversionCache]:
-    """The run's cache: ``task.inversion_cache`` on/off (on when the key is absent), folder
-    ``paths.inversion_cache`` (None = off)."""
-    if not cfg.task.get("inversion_cache", True):
-        return None
-    paths = cfg.get("paths") or {}
-    root = paths.get("inversion_cache") or Path(paths.get("cache") or "~/.cache/alm") / "inversion"
-    return InversionCache(root)

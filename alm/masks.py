@@ -14,8 +14,8 @@ A mask ``M`` is a float32 tensor of shape ``(1, H, W)`` with values in {0, 1}:
 ``alm.rng.sample_seed(seed, index, stream=1)``, so a mask depends only on
 (kind, params, seed, index, size) -- never on the batch or on the other samples.
 
-RePaint's mask set (SPEC §3)
-----------------------------
+RePaint's mask set (docs/method.md §9)
+--------------------------------------
 RePaint (Lugmayr et al. 2022, GitHub ``andreas128/RePaint``) ships its test masks as 256x256
 PNGs in ``data/datasets/gt_keep_masks/<kind>/`` (downloaded by its ``download.sh``; white = known).
 The same archive is redistributed as ``gt_keep_masks.zip`` in GitHub ``MaugrimEP/td-paint``

@@ -1,4 +1,4 @@
-"""The paper's Rank column (SPEC §3): rank each metric with competition ranking (ties share the
+"""The paper's Rank column (docs/method.md §11): rank each metric with competition ranking (ties share the
 lowest rank: 1, 2, 2, 4), average the ranks per method, then rank the averages the same way."""
 
 from __future__ import annotations

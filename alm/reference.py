@@ -1,13 +1,13 @@
 """The authors' ALM loop, one image at a time: the yardstick for equivalence tests and the benchmark.
 
-Written from SPEC §1 in the style of the authors' public code (GitHub ``Hleephilip/ALM_public``,
+Written from docs/method.md §4 in the style of the authors' public code (GitHub ``Hleephilip/ALM_public``,
 ``alm/inpainting.py``) and sharing nothing with ``alm.steps`` / ``alm.sampling`` / ``alm.methods``:
 the raw diffusers model is called once per network call on ONE image, the DDIM step is diffusers'
 ``DDIMScheduler.step``, the inversion ``DDIMInverseScheduler.step``, sigma_t the scheduler's own DDPM
 posterior variance. Used by ``tests/test_reference_equivalence.py`` (our ``method=alm`` must match it)
 and ``scripts/bench.py`` (our batched core against this loop's speed).
 
-Per timestep t (SPEC §1), three UNet calls as in the authors' code: e(Y), e(E), then one call of
+Per timestep t (docs/method.md §4), three UNet calls as in the authors' code: e(Y), e(E), then one call of
 batch 2 for classifier-free guidance at the moved point (their ``predict_noise_with_cfg``):
 
     e_Y = eps(Y_t,t,c);  E_t = (1-M) X_t + M Y_t;  e_E = eps(E_t,t,c)            # no CFG
@@ -19,7 +19,7 @@ evaluation at Y_t (the CFG pair in one call, then e(E)):
 
     Y_s = DDIM(Y_t, eps_cfg(Y_t,t,c)) + w1 sigma_t (1-M)(X_t - Y_t) + sigma_t M (w1 e_Y - (w1 + w2) e_E)
 
-| here        | SPEC §1 / paper                         |
+| here        | docs/method.md §1 / paper               |
 |-------------|-----------------------------------------|
 | ``y``       | Y_t, the sampled latent (batch of 1)    |
 | ``inverted``| X_t per reverse step (DDIM inversion)   |
@@ -82,7 +82,7 @@ def reference_inversion(unet: UNetCall, x0: Tensor, c: Any, config: Mapping[str,
 
 def reference_alm(unet: UNetCall, y: Tensor, inverted: list, m: Tensor, c: Any, null: Any, scheduler, *,
                   guidance: float, w1: float, w2: float, order: str = "reference", mutation: str = "") -> Tensor:
-    """ALM inpainting of ONE image (SPEC §1) on ``scheduler`` (``ddim_scheduler``); returns Y_0.
+    """ALM inpainting of ONE image (docs/method.md §4) on ``scheduler`` (``ddim_scheduler``); returns Y_0.
 
     ``mutation`` (one of ``MUTATIONS``) breaks one thing on purpose, for the sensitivity test.
     """

@@ -7,14 +7,16 @@ All evaluations a method asks for at one step (one ``yield``) go through a singl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import torch
 
 from alm import steps
-from alm.backbones.base import Backbone, Cond, cat_cond
+from alm.backbones.base import Backbone, Cond, cat_cond, index_cond
 from alm.errors import NumericalError
 from alm.methods.base import Eval, Method, Problem, StepContext
+from alm.observation import Observation
 from alm.rng import SampleGenerators
 from alm.schedule import Schedule
 
@@ -45,7 +47,7 @@ def evaluate(
     """Run all ``evals`` of one step as ONE batched forward call and split the result."""
     zs = [e.z for e in evals]
     sizes = [z.shape[0] for z in zs]
-    conds = cat_cond([cond if e.conditional else null for e in evals])
+    conds = cat_cond([_rows_of(cond if e.conditional else null, e.rows) for e in evals])
     z = torch.cat(zs, dim=0)
     tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
     with torch.set_grad_enabled(any(e.grad for e in evals)):
@@ -54,6 +56,16 @@ def evaluate(
         counter.calls += 1
         counter.evaluations += z.shape[0]
     return list(torch.split(out, sizes, dim=0))
+
+
+def _rows_of(cond: Cond, rows) -> Cond:
+    return cond if rows is None else index_cond(cond, rows)
+
+
+def _x_t(observation: Optional[Observation], i: int, method: str, y: Tensor) -> Tensor:
+    if observation is None:
+        raise RuntimeError(f"method {method} reads X_t but the task gave no observation (set reads_x_t = True)")
+    return observation.x_t(i, y)
 
 
 def _check_finite(y: Tensor, i: int, t: int, indices: list[int], method: str) -> None:
@@ -90,18 +102,17 @@ def reverse(
     sigma = schedule.sigma
     y = method.init(problem, generators)
     t_first = int(schedule.timesteps[0])
+    observation = problem.observation
+    groups = list(observation.chain) if observation is not None and observation.chain is not None else [slice(None)]
     for i in range(len(schedule)):
         t = int(schedule.timesteps[i])
         ab_t, ab_s = float(schedule.ab[i]), float(schedule.ab_prev[i])
-
-        def x_t(i=i, ab_t=ab_t) -> Tensor:
-            if problem.trajectory is not None:
-                return problem.trajectory[i]
-            return steps.q_sample(problem.x0, ab_t, generators.randn(problem.x0.shape[1:], problem.x0.device, problem.x0.dtype))
-
+        if observation is not None:  # the observation's randomness first, then the method's (fixed order)
+            observation.begin_step(i, ab_t, generators)
         ctx = StepContext(
             i=i, t=t, ab_t=ab_t, ab_s=ab_s, sigma=float(sigma[i]), t_first=t_first, problem=problem,
-            guidance=guidance, use_cfg=use_cfg, generators=generators, sampler=sampler, x_t=x_t,
+            guidance=guidance, use_cfg=use_cfg, generators=generators, sampler=sampler,
+            x_t=partial(_x_t, observation, i, method.name), groups=groups,
         )
         gen = method.step(y, ctx)
         try:
@@ -128,7 +139,7 @@ def invert(
 
     Returns a tensor (n, B, ...) with entry i at level ``schedule.timesteps[i]``. Step k goes from the
     level below (``ab_prev[k]``; the clean level for the first) to t_k using eps(X, t_k, c) with the conditional prediction and
-    no guidance (SPEC §1), as diffusers' ``DDIMInverseScheduler``.
+    no guidance (docs/method.md §9), as diffusers' ``DDIMInverseScheduler``.
     """
     if not backbone.conditional:
         cond = None

@@ -1,6 +1,6 @@
 """Noise schedules read from a diffusers scheduler config.
 
-Notation (SPEC §1; the paper writes ``ab`` as alpha_t):
+Notation (docs/method.md §1; the paper writes ``ab`` as alpha_t):
 
 | symbol   | here                | meaning                                            |
 |----------|---------------------|----------------------------------------------------|

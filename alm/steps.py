@@ -1,4 +1,4 @@
-"""The reverse-process math as pure functions of tensors (SPEC §1).
+"""The reverse-process math as pure functions of tensors (docs/method.md §1-8).
 
 Notation: ``y`` = Y_t (the sampled variable), ``x`` = X_t (observed content at the same level),
 ``m`` = M (1 = unobserved, to generate), ``e`` = a noise prediction, ``ab_t``/``ab_s`` = cumulative

@@ -93,3 +93,10 @@ def latex(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], directions:
         out.append(" & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(out) + "\n"
+
+
+def markdown_table(summaries: Sequence[Mapping[str, Any]], title: str = "", columns: Optional[list[str]] = None) -> str:
+    """A Markdown table of run summaries; columns default to every key seen, a title as an HTML comment."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for s in summaries for k in s))
+    return (f"<!-- {title} -->\n" if title else "") + markdown(columns, summaries)

@@ -61,6 +61,7 @@ import torch  # noqa: E402
 from alm.backbones.base import Backbone, Cond  # noqa: E402
 from alm.errors import ALMError  # noqa: E402
 from alm.methods.base import Method, Problem  # noqa: E402
+from alm.observation import Trajectory  # noqa: E402
 from alm.rng import SampleGenerators  # noqa: E402
 from alm.sampling import CallCounter, invert, reverse  # noqa: E402
 from alm.schedule import Schedule, make_schedule  # noqa: E402
@@ -112,7 +113,7 @@ def make_backbone(name: str, overrides: list[str]) -> Backbone:
         return tiny_unet_backbone()
     if not (CONF / "backbone" / f"{name}.yaml").is_file():
         raise BenchError(f"unknown backbone {name!r}: use 'unet' or one of conf/backbone/*.yaml")
-    from alm.runner import build
+    from alm.config import build
 
     return build(_compose("backbone", name, overrides))
 
@@ -125,14 +126,12 @@ def default_backbones() -> list[str]:
 
 
 def make_method(name: str) -> Method:
-    """A method by name: a ``conf/method/<name>.yaml``, or a kind for ``get_method(name)``."""
-    from alm.methods import get_method
+    """A method by name: ``conf/method/<name>.yaml`` built as a run builds it."""
+    from alm.config import build
 
-    if (CONF / "method" / f"{name}.yaml").is_file():
-        from alm.runner import method_from_config
-
-        return method_from_config(_compose("method", name, []))
-    return get_method(name)
+    if not (CONF / "method" / f"{name}.yaml").is_file():
+        raise BenchError(f"unknown method {name!r}: use one of conf/method/*.yaml")
+    return build(_compose("method", name, []))
 
 
 # --- recording and replaying the network calls ------------------------------------------------------
@@ -243,7 +242,7 @@ class AuthorsLoop:
         self.scheduler = ddim_scheduler(self.backbone.scheduler_config, self.steps)
         self.conds = [self.backbone.make_cond([label], 1) for label in self.labels]
         self.null = self.backbone.null_cond(1)
-        traj, mask = self.problem.trajectory, self.problem.mask  # per image, as the authors hold them
+        traj, mask = self.problem.observation.trajectory, self.problem.mask  # per image, as the authors hold them
         self.inverted = [[traj[i, b : b + 1] for i in range(traj.shape[0])] for b in range(traj.shape[1])]
         self.masks = [mask[b : b + 1] for b in range(mask.shape[0])]
 
@@ -300,7 +299,7 @@ def make_problem(backbone: Backbone, batch: int, schedule: Schedule) -> Problem:
     mask = mask if len(shape) == 3 else mask.reshape(batch, *([1] * len(shape)))
     cond = backbone.make_cond(batch_labels(backbone, batch), batch) if backbone.conditional else None
     trajectory = invert(backbone, x0, schedule, cond)
-    return Problem(x0=x0, mask=mask, cond=cond, trajectory=trajectory)
+    return Problem(x0=x0, mask=mask, cond=cond, observation=Trajectory(trajectory))
 
 
 @dataclass

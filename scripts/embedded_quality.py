@@ -59,7 +59,7 @@ def sample_digits(backbone, per_class: int, guidance: float, steps: int, seed: i
     """``per_class`` samples of each digit, digit-interleaved (sample i is digit i % 10); data space [-1, 1]."""
     from tqdm.auto import tqdm
 
-    from alm.methods import get_method
+    from alm.config import build_method
     from alm.methods.base import Problem
     from alm.rng import SampleGenerators
     from alm.sampling import reverse
@@ -67,7 +67,7 @@ def sample_digits(backbone, per_class: int, guidance: float, steps: int, seed: i
 
     labels = [i % NUM_CLASSES for i in range(per_class * NUM_CLASSES)]
     schedule = make_schedule(backbone.scheduler_config, steps)
-    method = get_method("ddim")
+    method = build_method("ddim")
     shape = tuple(backbone.sample_shape)
     out = []
     for start in tqdm(range(0, len(labels), batch_size), desc=f"sample g={guidance:g}", unit="batch", disable=not progress):

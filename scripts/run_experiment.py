@@ -29,14 +29,28 @@ from alm.errors import ALMError, ConfigError, NumericalError  # noqa: E402
 from alm.evaluate import evaluate_experiment, evaluate_runs, plan_evaluation  # noqa: E402
 from alm.figures import comparison_grid, sweep_plot  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
-from alm.runner import markdown_table, run  # noqa: E402
+from alm.runner import run  # noqa: E402
+from alm.tables import markdown_table  # noqa: E402
+
+
+def plain_run_dir(cfg, overrides: list[str]) -> Path | None:
+    """For a row that sets the task's post-processing keys (the "*" rows' ``task.blend``...), the folder of
+    the same row without them: the runner post-processes its samples instead of sampling them again
+    (it checks that the folder holds the same config but those keys). None for any other row."""
+    from alm.runner import task_class
+
+    keys = {f"task.{k}" for k in task_class(cfg.task).postprocess_keys}
+    plain = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]
+    if len(plain) == len(overrides):
+        return None
+    return run_dir_for(compose(plain), plain)
 
 
 def run_one(overrides: list[str], label: str) -> dict:
     cfg = compose(overrides)
     run_dir = run_dir_for(cfg, overrides)
     print(f"[{label}] {' '.join(overrides)}\n  -> {run_dir}", flush=True)
-    summary = run(cfg, run_dir)
+    summary = run(cfg, run_dir, reuse_from=plain_run_dir(cfg, overrides))
     return {"method": label, **{k: v for k, v in summary.items() if k != "method"}, "_dir": run_dir,
             "_n": int(cfg.num_samples)}
 

@@ -369,7 +369,7 @@ def sample_grid(args: argparse.Namespace, run_dir: Path) -> Path:
     from PIL import Image
 
     from alm.backbones.diffusers_unet import DiffusersUNet
-    from alm.methods import get_method
+    from alm.config import build_method
     from alm.methods.base import Problem
     from alm.rng import SampleGenerators
     from alm.sampling import reverse
@@ -389,7 +389,7 @@ def sample_grid(args: argparse.Namespace, run_dir: Path) -> Path:
     schedule = make_schedule(backbone.scheduler_config, args.sample_steps)
     t0 = time.monotonic()
     with torch.no_grad():
-        x = reverse(backbone, get_method("ddim"), problem, schedule, SampleGenerators(args.seed, range(batch)),
+        x = reverse(backbone, build_method("ddim"), problem, schedule, SampleGenerators(args.seed, range(batch)),
                     guidance=args.guidance)
     x = backbone.decode(x).clamp(-1, 1)
     img = ((x + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()  # (B, H, W)

@@ -28,7 +28,8 @@ def gmm_runs(tmp_path_factory) -> dict[str, Path]:
         root = tmp_path_factory.mktemp("gmm_runs")
         _ROOT.append(root)
         for label, overrides in SPECS.items():
-            run(compose(["backbone=gmm", "dataset=gmm", "mask=center", *overrides, "num_samples=4", "sampler.steps=5", "progress=false"]), root / label)
+            run(compose(["backbone=gmm", "dataset=gmm", "mask=center", *overrides, "num_samples=4", "sampler.steps=5", "progress=false",
+                         "metrics=gmm"]), root / label)
             _RUNS[label] = root / label
     return dict(_RUNS)
 

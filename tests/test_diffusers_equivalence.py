@@ -35,7 +35,7 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, UNet2D
 
 from alm import steps  # noqa: E402
 from alm.backbones.diffusers_unet import DiffusersUNet  # noqa: E402
-from alm.methods import get_method  # noqa: E402
+from alm.config import build_method  # noqa: E402
 from alm.methods.base import Problem  # noqa: E402
 from alm.rng import SampleGenerators  # noqa: E402
 from alm.sampling import CallCounter, invert, reverse  # noqa: E402
@@ -123,7 +123,7 @@ def test_reverse_matches_diffusers_loop(unets, kind, dtype):
     problem = Problem(x0=torch.zeros(BATCH, 3, SIZE, SIZE, dtype=dtype), mask=torch.ones(BATCH, 1, SIZE, SIZE, dtype=dtype))
     counter = CallCounter()
     with torch.no_grad():
-        ours = reverse(backbone, get_method("ddim"), problem, schedule, SampleGenerators(0, range(BATCH)), counter=counter)
+        ours = reverse(backbone, build_method("ddim"), problem, schedule, SampleGenerators(0, range(BATCH)), counter=counter)
         x = SampleGenerators(0, range(BATCH)).randn((3, SIZE, SIZE), dtype=dtype)  # the same Y_T as Method.init
         for t in sched.timesteps:
             x = sched.step(unet(x, t).sample, t, x).prev_sample

@@ -37,7 +37,7 @@ def test_shipped_weights_load(backbone):
 
 def test_shipped_weights_draw_the_asked_digits(backbone):
     """Class-conditional DDIM (20 steps, guidance 2) from the shipped weights, judged by the shipped classifier."""
-    from alm.methods import get_method
+    from alm.config import build_method
     from alm.methods.base import Problem
 
     labels = torch.arange(10).repeat(2)
@@ -46,7 +46,7 @@ def test_shipped_weights_draw_the_asked_digits(backbone):
     gens = SampleGenerators(seed=0, indices=list(range(len(labels))))
     shape = (len(labels), *backbone.sample_shape)
     problem = Problem(x0=torch.zeros(shape), mask=torch.ones(len(labels), 1, 32, 32), cond=backbone.make_cond(labels.tolist(), len(labels)))
-    method = get_method("ddim")
+    method = build_method("ddim")
     with torch.no_grad():
         out = reverse(backbone, method, problem, schedule, gens, guidance=float(cfg.sampler.guidance))
     probs = predict(load_classifier(), out.clamp(-1, 1))

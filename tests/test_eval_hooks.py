@@ -46,7 +46,7 @@ def test_a_crashing_job_still_finishes_its_wandb_run(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("sampling failed")
 
-    monkeypatch.setattr("alm.runner._sample", crash)
+    monkeypatch.setattr("alm.runner.sample", crash)
     with pytest.raises(RuntimeError, match="sampling failed"):
         run(compose(["logger=wandb", *SMALL]), tmp_path / "r")
     assert wandb.run is None and list((tmp_path / "r" / "wandb").glob("offline-run-*"))
@@ -68,7 +68,7 @@ def test_experiment_driver_evaluates_its_runs(tmp_path, monkeypatch, capsys):
     exp = tmp_path / "exp.yaml"
     exp.write_text(
         "name: tiny\nmake: ''\noutput: unused\n"
-        "overrides: [backbone=gmm, dataset=gmm, mask=center, sampler.steps=3, num_samples=3]\n"
+        "overrides: [backbone=gmm, dataset=gmm, mask=center, sampler.steps=3, num_samples=3, metrics=gmm]\n"
         "rank: {coherence: higher}\nruns: {alm: [method=alm], ddim: [method=ddim]}\ncolumns: [method, coherence]\n"
         "evaluate: {metrics: pixel, only: [mse_hole, ssim], config: [progress=false], figures: {grid: {rows: 2}}}\n"
     )

@@ -9,7 +9,7 @@ import torch
 from _eval_runs import copy_run, gmm_runs
 
 from alm.evaluate import STORE_ROWS, compose_evaluate, evaluate_experiment, main, plan_evaluation
-from alm.metrics import MissingWeightsError, prepare_metrics
+from alm.metrics import Metric, MissingWeightsError, prepare_metrics
 from alm.tables import read_csv
 
 
@@ -30,13 +30,15 @@ def test_evaluate_writes_rows_and_a_ranked_table_with_its_command(runs, tmp_path
     assert {"mse", "mse_hole", "ssim", "fid_pixels", "kid_pixels", "kid_pixels_std"} <= set(columns)
     _, rows = read_csv(out / "rows.csv")
     assert len(rows) == 8 and {r["label"] for r in rows} == {"alm", "ddim"}
-    # the per-sample rows agree with the runner's own per-sample metrics (same definitions)
+    # the per-sample rows are the definitions applied to the stored tensors ([0, 1] scale, output clamped)
     for r in rows:
         if r["label"] != "alm":
             continue
-        runner_row = torch.load(runs["alm"] / "samples" / f"{int(r['sample']):05d}.pt", weights_only=False)["metrics"]
-        for k in ("mse", "mse_hole", "psnr", "ssim"):
-            assert float(r[k]) == pytest.approx(runner_row[k], rel=1e-5, abs=1e-7)
+        d = torch.load(runs["alm"] / "samples" / f"{int(r['sample']):05d}.pt", weights_only=False)
+        err = ((d["output"].clamp(-1, 1) + 1) / 2 - (d["source"] + 1) / 2) ** 2
+        hole = d["mask"].expand_as(err)
+        assert float(r["mse"]) == pytest.approx(float(err.mean()), rel=1e-5, abs=1e-7)
+        assert float(r["mse_hole"]) == pytest.approx(float((err * hole).sum() / hole.sum()), rel=1e-5, abs=1e-7)
     # aggregation is a separate step: the table's mean is the mean of the rows
     alm_mse = [float(r["mse"]) for r in rows if r["label"] == "alm"]
     assert float(table[0]["mse"]) == pytest.approx(sum(alm_mse) / 4)
@@ -65,11 +67,17 @@ def test_cached_metrics_are_reused_and_a_changed_metric_is_recomputed(runs, tmp_
 
 def test_missing_weights_fail_at_the_start_with_one_line(runs, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def store():  # the run's eval/ folder (the runner's own evaluation, metrics=basic, may have made one)
+        folder = runs["alm"] / "eval"
+        return {f.name: f.read_bytes() for f in folder.iterdir()} if folder.is_dir() else {}
+
+    before = store()
     assert main([str(runs["alm"]), "metrics=inpaint", "progress=false"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: metrics.lpips: LPIPS (alex) needs") and "alexnet-owt-7be5be79.pth" in err
     assert err.count("\n") == 1
-    assert not (runs["alm"] / "eval").exists()  # nothing was computed
+    assert store() == before  # nothing was computed
     # skip_unavailable: a warning per missing metric and the others computed
     assert main([str(runs["alm"]), "metrics=inpaint", "metrics.skip_unavailable=true", "progress=false"]) == 0
     captured = capsys.readouterr()
@@ -105,7 +113,7 @@ def test_experiment_evaluation_plan_and_figures(runs, tmp_path):
 
 
 def test_metric_configs_compose():
-    for name in ("pixel", "inpaint", "none"):
+    for name in ("pixel", "inpaint", "none", "basic", "gmm"):
         cfg = compose_evaluate([f"metrics={name}"])
         assert cfg.metrics.name == name
     wide = compose_evaluate(["metrics=wide"])
@@ -114,3 +122,51 @@ def test_metric_configs_compose():
     assert mset.directions() == {"mse": False, "mse_hole": False, "ssim": True, "ssim_hole": True,
                                  "fid_pixels": False, "kid_pixels": False}
     assert math.isnan(mset.metrics["mse"].compute())
+
+
+class _RunAware(Metric):
+    """Records the run it is bound to; per-sample values = the sample index, summary = their count."""
+
+    title = "run-aware"
+    higher_is_better = None
+    aggregate = "compute"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bound: list = []
+
+    def bind_run(self, run_cfg, indices=None) -> None:
+        self.bound.append((run_cfg.method.name, indices))
+        self.seen: list[int] = []
+
+    def values(self, output, source, mask, labels, metas):
+        start = len(self.seen)
+        self.seen += self.bound[-1][1][start : start + output.shape[0]]
+        return torch.tensor(self.seen[start:], dtype=torch.float64)
+
+    def compute(self) -> float:
+        return float(len(self.seen))
+
+
+class _IndexOnly(_RunAware):
+    aggregate = None
+
+
+def test_metrics_get_the_runs_config_and_indices_and_choose_their_summary(runs, tmp_path):
+    """``Metric.bind_run``: the run's config.yaml and the evaluated sample indices, before the updates;
+    ``aggregate``: "compute" reports compute(), None no summary value; no direction: no arrow, not ranked."""
+    from alm.evaluate import evaluate_run, write_tables
+    from alm.metrics import MetricSet
+
+    mse = prepare_metrics({"mse": {"_target_": "alm.metrics.pixel.MSE"}}).metrics["mse"]
+    metrics = {"seen": _RunAware(), "index": _IndexOnly(), "mse": mse}
+    mset = MetricSet("t", metrics, {k: {"_target_": k} for k in metrics}, {"seen": False, "index": False, "mse": True},
+                     batch_size=3)
+    res = evaluate_run(runs["alm"], mset, torch.device("cpu"), progress=False, num_samples=3)
+    assert metrics["seen"].bound == [("alm", [0, 1, 2])] and metrics["index"].bound == [("alm", [0, 1, 2])]
+    assert [r["seen"] for r in res.rows] == [0.0, 1.0, 2.0] == [r["index"] for r in res.rows]
+    assert res.summary["seen"] == 3.0 and "index" not in res.summary
+    assert evaluate_run(runs["alm"], mset, torch.device("cpu"), progress=False, num_samples=3).summary == res.summary
+    assert len(metrics["seen"].bound) == 1  # cached: not bound (nor computed) again
+    md = write_tables([res], mset, tmp_path / "t", "cmd")
+    assert "- `seen`: run-aware (no better direction, not ranked)" in md and "| seen |" in md and "seen ↑" not in md

@@ -17,7 +17,7 @@ from alm.backbones.base import Backbone
 from alm.backbones.gmm import SCHEDULER_CONFIG, GaussianMixture
 from alm.data.gmm import GMMDataset
 from alm.errors import ConfigError
-from alm.methods import get_method
+from alm.methods.ddim import Plain
 from alm.methods.base import Problem
 from alm.methods.exact import Exact
 from alm.rng import SampleGenerators
@@ -211,7 +211,7 @@ def test_exact_posterior_metrics_many_observations(gmm):
     assert gm.variance_ratio(gmm, gmm.means[gm.component(gmm, a)].reshape(a.shape).float(), mask) < 1e-6
     summary = gm.gmm_summary(gmm, a, x_obs, mask, b)
     assert summary["coherence"] == 1.0 and summary["energy_distance"] == pytest.approx(gm.energy_distance_joint(a, b))
-    assert set(gm.HIGHER_IS_BETTER) <= set(summary)
+    assert {"coherence", "tv", "energy_distance", "variance_ratio", "variance_log_error", "posterior_loglik"} <= set(summary)
     rows = gm.per_sample(gmm, a, x_obs, mask)
     assert all(v.shape == (n,) for v in rows.values())
     assert torch.allclose(rows["posterior_loglik"], gm.posterior_loglik(gmm, a, x_obs, mask))
@@ -294,7 +294,7 @@ def test_default_mixture_is_hard(gmm):
 def test_ddim_on_exact_eps_samples_the_prior(gmm):
     n = 2000
     problem = Problem(x0=torch.zeros(n, 1, 8, 8), mask=torch.ones(1, 1, 8, 8))
-    x = reverse(gmm, get_method("ddim"), problem, make_schedule(gmm.scheduler_config, 50), SampleGenerators(0, range(n)))
+    x = reverse(gmm, Plain(), problem, make_schedule(gmm.scheduler_config, 50), SampleGenerators(0, range(n)))
     freq = torch.bincount(gmm.assign(x), minlength=12).double() / n
     assert gm.component_tv(freq, gmm.weights) < 0.06, freq
     assert gmm.log_prob(x).mean() > gmm.log_prob(gmm.sample(SampleGenerators(1, range(n)))[0]).mean() - 20
@@ -386,21 +386,7 @@ def test_exact_method(gmm):
     assert torch.equal(alone[0], out[4])
 
 
-# --- the runner's hooks ---------------------------------------------------------------------------------
-
-def test_runner_hooks(gmm, tmp_path):
-    n = 6
-    x_obs, _ = _observations(gmm, n)
-    masks = _center_mask().expand(n, 1, 8, 8)
-    out = gmm.posterior_sample(x_obs, masks, SampleGenerators(0, range(n)))
-    rows = gmm.sample_metrics(out, x_obs, masks)
-    assert len(rows) == n and rows[0]["coherent"] == 1.0 and isinstance(rows[0]["component"], int)
-    (tmp_path / "samples").mkdir()
-    for i in range(n):
-        torch.save({"source": x_obs[i], "mask": masks[i], "output": out[i], "label": None}, tmp_path / "samples" / f"{i:05d}.pt")
-    summary = gmm.summary_metrics(tmp_path, OmegaConf.create({"seed": 0}), [{"sample": i} for i in range(n)])
-    assert summary["coherence"] == 1.0 and math.isfinite(summary["energy_distance"])
-    assert {"tv", "variance_ratio", "posterior_loglik"} <= set(summary)
+# --- the evaluation stage's metrics (metrics=gmm): see the end of this file -------------------------------
 
 
 def test_metrics_judge_the_observation_plus_the_completion(gmm):
@@ -414,3 +400,249 @@ def test_metrics_judge_the_observation_plus_the_completion(gmm):
     blind = gm.gmm_summary(gmm, mask * prior + (1 - mask) * x_obs, x_obs, mask, draws)
     assert s["energy_distance"] == pytest.approx(blind["energy_distance"]) and s["energy_distance"] > 0.012
     assert s["coherence"] == blind["coherence"] < 0.5
+
+
+# --- the evaluation stage's metrics (metrics=gmm) = the former runner path, bitwise ---------------------
+# A frozen copy of the former runner hooks (``GaussianMixture.sample_metrics`` / ``summary_metrics``, i.e.
+# alm/gmm_metrics.py ``sample_rows`` / ``run_summary`` at commit 53a5980), self-contained so that a later
+# change of alm.gmm_metrics (issue 10: a faster energy distance) cannot move both sides at once.
+
+def _old_completed(x, x_obs, mask):
+    m = torch.broadcast_to(mask.to(x.device, x.dtype), x.shape)
+    return m * x + (1 - m) * x_obs.to(x.device, x.dtype)
+
+
+def _old_variance_ratio(mixture, x, mask):
+    k = mixture.assign(x)
+    xf = x.reshape(x.shape[0], -1).to(mixture.means)
+    unobs = 1.0 - mixture.observed_entries(mask, x)
+    z2 = ((xf - mixture.means[k]) / mixture.stds[k]) ** 2
+    return (z2 * unobs).sum(1) / unobs.sum(1)
+
+
+def _old_per_sample(mixture, x, x_obs, mask, tau=1e-3, cond=None):
+    x = _old_completed(x, x_obs, mask)
+    k = mixture.assign(x)
+    w = mixture.posterior_weights(x_obs, mask, cond).gather(1, k[:, None])[:, 0]
+    return {"component": k.cpu(), "component_weight": w.cpu(), "coherent": (w >= tau).double().cpu(),
+            "posterior_loglik": mixture.posterior_log_prob(x, x_obs, mask, cond).cpu(),
+            "variance_ratio": _old_variance_ratio(mixture, x, mask).cpu()}
+
+
+def _old_stratified_tv(assigned, weights):
+    assigned, weights = assigned.cpu(), weights.cpu().double()
+    strata = weights.argmax(dim=1)
+    total = 0.0
+    for s in strata.unique():
+        rows = strata == s
+        freq = torch.bincount(assigned[rows], minlength=weights.shape[1]).double() / int(rows.sum())
+        total += int(rows.sum()) * float(0.5 * (freq - weights[rows].mean(0)).abs().sum())
+    return total / assigned.numel()
+
+
+def _old_mean_pairwise_distance(a, b, exclude_diagonal=False, chunk=1024):
+    total = 0.0
+    for start in range(0, a.shape[0], chunk):
+        total += float(torch.cdist(a[start : start + chunk], b).sum())
+    pairs = a.shape[0] * (b.shape[0] - 1) if exclude_diagonal else a.shape[0] * b.shape[0]
+    return total / pairs
+
+
+def _old_energy_distance_joint(x, y):
+    a, b = x.reshape(x.shape[0], -1).double(), y.reshape(y.shape[0], -1).double()
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        return math.nan
+    mpd = _old_mean_pairwise_distance
+    return 2 * mpd(a, b) - mpd(a, a, True) - mpd(b, b, True)
+
+
+def _old_cond(mixture, labels, batch):
+    if labels is None or not mixture.conditional or any(l is None for l in labels):
+        return None
+    return mixture.make_cond(list(labels), batch)
+
+
+def _old_sample_rows(mixture, outputs, sources, masks, labels=None, tau=1e-3):
+    rows = _old_per_sample(mixture, outputs, sources, masks, tau, _old_cond(mixture, labels, outputs.shape[0]))
+    return [{k: (int(v[i]) if k == "component" else float(v[i])) for k, v in rows.items()} for i in range(outputs.shape[0])]
+
+
+def _old_run_summary(mixture, run_dir, seed, indices, tau=1e-3):
+    files = [torch.load(Path(run_dir) / "samples" / f"{int(i):05d}.pt", weights_only=False) for i in indices]
+    device = mixture.means.device
+    outputs = torch.stack([f["output"] for f in files]).to(device)
+    sources = torch.stack([f["source"] for f in files]).to(device)
+    masks = torch.stack([f["mask"] for f in files]).to(device)
+    cond = _old_cond(mixture, [f.get("label") for f in files], len(files))
+    draws = torch.stack([
+        mixture.posterior_sample(sources, masks, SampleGenerators(seed, indices, stream=3 + k), cond=cond)
+        for k in range(4)
+    ])
+    rows = _old_per_sample(mixture, outputs, sources, masks, tau, cond)
+    ratio = float(rows["variance_ratio"].nanmean())
+    return {
+        "coherence": float(rows["coherent"].mean()),
+        "tv": _old_stratified_tv(rows["component"], mixture.posterior_weights(sources, masks, cond)),
+        "variance_ratio": ratio,
+        "variance_log_error": abs(math.log(ratio)) if ratio > 0 else math.inf,
+        "posterior_loglik": float(rows["posterior_loglik"].mean()),
+        "energy_distance": _old_energy_distance_joint(_old_completed(outputs, sources, masks), torch.cat(list(draws))),
+        "posterior_loglik_exact": float(mixture.posterior_log_prob(draws[0], sources, masks, cond).mean()),
+    }
+
+
+GMM_SUMMARY_KEYS = ["coherence", "tv", "energy_distance", "variance_ratio", "variance_log_error", "posterior_loglik",
+                    "posterior_loglik_exact"]
+GMM_ROW_KEYS = ["component", "component_weight", "coherent", "posterior_loglik", "variance_ratio"]
+
+
+def _gmm_run_folder(run_dir: Path, overrides: list[str], n: int, completions: str = "mixed"):
+    """A hand-made run folder of ``backbone=gmm`` (config.yaml + samples/), as the runner writes one.
+
+    Completions: exact posterior draws, observation-blind prior draws, noisy sources and component means
+    in turn (``mixed``), or the exact sampler's output (``exact``: what ``method=exact`` produces)."""
+    from alm.config import build, compose
+    from alm.run_folder import save_sample
+
+    cfg = compose(["backbone=gmm", "dataset=gmm", "mask=center", f"num_samples={n}", *overrides])
+    mix, data, masks = build(cfg.backbone), build(cfg.dataset), build(cfg.mask)
+    items = [data[i] for i in range(n)]
+    x_obs = torch.stack([it.image for it in items])
+    size = tuple(x_obs.shape[-2:])
+    mask = torch.stack([masks.get(i, size) for i in range(n)])
+    labels = [it.label for it in items]
+    cond = mix.make_cond(labels, n) if mix.conditional else None
+    exact = mix.posterior_sample(x_obs, mask, SampleGenerators(int(cfg.seed), range(n)), cond=cond)
+    if completions == "exact":
+        out = exact
+    else:
+        prior, _ = mix.sample(SampleGenerators(11, range(n)), cond=cond)
+        g = torch.Generator().manual_seed(12)
+        noisy = x_obs + 0.2 * torch.randn(x_obs.shape, generator=g)
+        means = mix.image(mix.means[mix.posterior_weights(x_obs, mask, cond).argmax(1)]).float()
+        out = torch.stack([(exact, prior, noisy, means)[i % 4][i] for i in range(n)])
+    (run_dir / "samples").mkdir(parents=True)
+    from omegaconf import OmegaConf
+
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for i in range(n):
+        save_sample(run_dir, i, {"source": x_obs[i], "mask": mask[i], "masked": x_obs[i] * (1 - mask[i]),
+                                 "output": out[i].float(), "label": labels[i], "meta": items[i].meta,
+                                 "cost": {"seconds": 0.0, "evaluations": 0.0, "cached_evaluations": 0.0}})
+    return cfg, mix, x_obs, mask, out.float(), labels
+
+
+def _gmm_metric_set(batch_size: int | None = None, overrides: list[str] = ()):
+    from alm.evaluate import compose_evaluate
+    from alm.metrics import prepare_metrics
+
+    mset = prepare_metrics(compose_evaluate(["metrics=gmm", *[f"metrics.{o}" for o in overrides]]).metrics)
+    if batch_size is not None:
+        mset.batch_size = batch_size
+    return mset
+
+
+@pytest.mark.parametrize("overrides", [["seed=0"], ["seed=3", "backbone.mixture.num_classes=4", "mask=random_pixels"]],
+                         ids=["seed0", "seed3-conditional-random-masks"])
+def test_gmm_metric_set_equals_the_former_runner_path_bitwise(tmp_path, overrides):
+    """metrics=gmm through the evaluation stage == the former runner hooks, compared with == (not allclose):
+    per-sample rows (same batches), the row means the runner reported, and the run summary."""
+    from alm.evaluate import evaluate_run
+
+    n, batch = 38, 16
+    cfg, mix, x_obs, mask, out, labels = _gmm_run_folder(tmp_path / "run", overrides, n)
+    mset = _gmm_metric_set(batch)
+    ev = evaluate_run(tmp_path / "run", mset, torch.device("cpu"), progress=False)
+
+    chunks = [slice(s, s + batch) for s in range(0, n, batch)]
+    old_rows = [r for c in chunks for r in _old_sample_rows(mix, out[c], x_obs[c], mask[c], labels[c])]
+    assert [r["sample"] for r in ev.rows] == list(range(n))
+    for new, old in zip(ev.rows, old_rows):
+        assert {k: new[k] for k in GMM_ROW_KEYS} == old
+    old_summary = _old_run_summary(mix, tmp_path / "run", int(cfg.seed), list(range(n)))
+    assert {k: ev.summary[k] for k in GMM_SUMMARY_KEYS} == old_summary
+    for k in ("component_weight", "coherent"):  # the runner's former means of its per-sample rows
+        assert ev.summary[k] == sum(r[k] for r in old_rows) / n
+    assert "component" not in ev.summary  # an index: rows only
+    assert 0 < old_summary["coherence"] < 1 and old_summary["tv"] > 0  # the completions are not all good
+    if mix.conditional:
+        assert old_summary != _old_run_summary(GaussianMixture(), tmp_path / "run", int(cfg.seed), list(range(n)))
+    # the cached values (eval/per_sample.csv, eval/values.json) give the same numbers again
+    again = evaluate_run(tmp_path / "run", _gmm_metric_set(batch), torch.device("cpu"), progress=False)
+    assert again.rows == ev.rows and again.summary == ev.summary
+
+
+def test_gmm_reference_draws_use_the_runs_seed_unless_the_metric_sets_one(tmp_path):
+    from alm.evaluate import evaluate_run
+
+    n = 12
+    _, mix, *_ = _gmm_run_folder(tmp_path / "run", ["seed=2"], n)
+    run_seed = evaluate_run(tmp_path / "run", _gmm_metric_set(), torch.device("cpu"), progress=False).summary
+    assert run_seed["energy_distance"] == _old_run_summary(mix, tmp_path / "run", 2, list(range(n)))["energy_distance"]
+    fixed = evaluate_run(tmp_path / "run", _gmm_metric_set(overrides=["energy_distance.seed=5", "posterior_loglik_exact.seed=5"]),
+                         torch.device("cpu"), progress=False).summary
+    old5 = _old_run_summary(mix, tmp_path / "run", 5, list(range(n)))
+    assert fixed["energy_distance"] == old5["energy_distance"] != run_seed["energy_distance"]
+    assert fixed["posterior_loglik_exact"] == old5["posterior_loglik_exact"]
+
+
+def test_gmm_metrics_need_a_gmm_run(tmp_path):
+    """Another backbone, or a folder without config.yaml, is a one-line ConfigError before any update."""
+    from omegaconf import OmegaConf
+
+    from alm.config import compose
+    from alm.evaluate import evaluate_run
+
+    _gmm_run_folder(tmp_path / "run", [], 4)
+    other = compose(["backbone=sd15-tiny", "dataset=gmm"])
+    (tmp_path / "run" / "config.yaml").write_text(OmegaConf.to_yaml(other, resolve=False))
+    with pytest.raises(ConfigError) as err:
+        evaluate_run(tmp_path / "run", _gmm_metric_set(), torch.device("cpu"), progress=False)
+    msg = str(err.value)
+    assert msg.startswith("metrics.component: ") and "backbone=gmm" in msg and "\n" not in msg
+    (tmp_path / "run" / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match="config.yaml"):
+        evaluate_run(tmp_path / "run", _gmm_metric_set(), torch.device("cpu"), progress=False)
+    # only the pixel columns of the set: no run needed
+    mset = _gmm_metric_set()
+    for k in [k for k in mset.metrics if not k.startswith(("mse", "psnr", "ssim"))]:
+        del mset.metrics[k], mset.configs[k], mset.ranked[k]
+    assert set(evaluate_run(tmp_path / "run", mset, torch.device("cpu"), progress=False).summary) >= {"mse_hole", "ssim"}
+
+
+def test_gmm_metric_set_directions_match_the_experiment():
+    """conf/metrics/gmm.yaml ranks what experiments/gmm.yaml ranks, and has every column of its table."""
+    exp = OmegaConf.load(Path(__file__).resolve().parents[1] / "experiments" / "gmm.yaml")
+    assert "metrics=gmm" in list(exp.overrides)
+    mset = _gmm_metric_set()
+    assert mset.directions() == {k: v == "higher" for k, v in exp.rank.items()}
+    cost = {"method", "evaluations", "seconds"}
+    assert set(exp.columns) - cost <= {k for k, m in mset.metrics.items() if not m.per_sample or m.aggregate}
+    assert set(exp.rank) | set(exp.sweep_columns) <= set(mset.metrics)
+    assert [k for k, m in mset.metrics.items() if m.per_sample][:5] == GMM_ROW_KEYS
+    assert [k for k, m in mset.metrics.items() if not m.per_sample] == [k for k in GMM_SUMMARY_KEYS if k not in GMM_ROW_KEYS]
+
+
+def _table_row(path: Path, label: str) -> dict[str, str]:
+    lines = [l for l in path.read_text().splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == label:
+            return dict(zip(header, cells))
+    raise AssertionError(f"no row {label!r} in {path}")
+
+
+def test_committed_table_exact_row_reproduces(tmp_path):
+    """results/gmm/table.md, row "exact" (seed 0, 1,000 sources), to the last printed digit: method=exact's
+    outputs are exact posterior draws from the run's generators, so no sampling is needed."""
+    from alm.evaluate import evaluate_run
+    from alm.tables import fmt
+
+    overrides = ["task=inpaint", "sampler=ddim", "sampler.steps=50", "dataset.size=1000", "batch_size=250", "seed=0",
+                 "method=exact", "metrics=gmm"]
+    _gmm_run_folder(tmp_path / "run", overrides, 1000, completions="exact")
+    summary = evaluate_run(tmp_path / "run", _gmm_metric_set(), torch.device("cpu"), progress=False).summary
+    row = _table_row(Path(__file__).resolve().parents[1] / "results" / "gmm" / "table.md", "exact")
+    for col in ("coherence", "tv", "energy_distance", "variance_ratio", "posterior_loglik", "mse_hole"):
+        assert fmt(summary[col]) == row[col], (col, summary[col], row[col])

@@ -13,11 +13,11 @@ import torch
 
 from alm.config import compose, run_dir_for
 from alm.inversion_cache import InversionCache, InversionCacheWarning, backbone_identity
-from alm.methods import get_method
+from alm.config import build_method
 from alm.runner import fingerprint, run
 from alm.sampling import CallCounter, invert
 from alm.schedule import make_schedule
-from alm.tasks.inpaint import build_problem, masked_source
+from alm.tasks.inpaint import inpainting_problem, masked_source
 from conftest import LINEAR_SCHEDULER, ToyBackbone
 
 STEPS = 10
@@ -30,7 +30,7 @@ def outputs(run_dir: Path) -> dict[int, torch.Tensor]:
 
 
 def rows(run_dir: Path) -> list[dict]:
-    return [torch.load(p, weights_only=False)["metrics"] for p in sorted((run_dir / "samples").glob("*.pt"))]
+    return [torch.load(p, weights_only=False)["cost"] for p in sorted((run_dir / "samples").glob("*.pt"))]
 
 
 def cache_files(cache_dir) -> list[Path]:
@@ -62,14 +62,14 @@ def test_sweep_over_weights_makes_no_inversion_calls(tmp_path, monkeypatch):
         summary = run(compose([*point, *FAST]), tmp_path / "_".join(point))
         assert summary["cached_evaluations"] == STEPS  # every inversion evaluation was read from disk
     assert len(cache_files(tmp_path / "cache")) == 4
-    # the same, counted at the network: a second build_problem makes zero calls
+    # the same, counted at the network: a second inpainting_problem makes zero calls
     backbone, items, images, masks, labels, schedule, task = _gmm_batch(4)
     cache = InversionCache(tmp_path / "cache")
     counter = CallCounter()
-    p = build_problem(backbone, get_method("alm", w2=0.5), images, masks, labels, schedule, task, counter, cache=cache)
+    p = inpainting_problem(backbone, build_method("alm", w2=0.5), images, masks, labels, schedule, counter=counter, cache=cache)
     assert counter.calls == 0 and counter.evaluations == 0 and counter.cached_evaluations == 4 * STEPS
-    ref = build_problem(backbone, get_method("alm"), images, masks, labels, schedule, task)
-    assert torch.equal(p.trajectory, ref.trajectory)
+    ref = inpainting_problem(backbone, build_method("alm"), images, masks, labels, schedule)
+    assert torch.equal(p.observation.trajectory, ref.observation.trajectory)
 
 
 def test_entries_do_not_depend_on_the_batch(tmp_path, monkeypatch):
@@ -116,9 +116,9 @@ def test_switch_changes_neither_fingerprint_nor_folder(tmp_path):
 
 def _gmm_batch(n: int):
     cfg = compose(["method=alm", *FAST])
-    from alm.runner import build_components
+    from alm.runner import build_parts
 
-    comp = build_components(cfg, torch.device("cpu"))
+    comp = build_parts(cfg)
     items = [comp.dataset[i] for i in range(n)]
     images = torch.stack([it.image for it in items])
     masks = torch.stack([comp.masks.get(i, tuple(images.shape[-2:])) for i in range(n)])
@@ -276,14 +276,14 @@ def test_latent_backbone_tiny_sd15(tmp_path):
     prompts = ["a photo of a cat", "a painting of a dog"]
     schedule = make_schedule(first.scheduler_config, 3)
     task = compose(["method=alm"]).task
-    cache, method = InversionCache(tmp_path), get_method("alm")
+    cache, method = InversionCache(tmp_path), build_method("alm")
     with torch.no_grad():
-        ref = build_problem(first, method, images, masks, prompts, schedule, task)
-        cold = build_problem(first, method, images, masks, prompts, schedule, task, cache=cache)
+        ref = inpainting_problem(first, method, images, masks, prompts, schedule)
+        cold = inpainting_problem(first, method, images, masks, prompts, schedule, cache=cache)
         counter = CallCounter()
-        warm = build_problem(second, method, images, masks, prompts, schedule, task, counter, cache=cache)
-        other = build_problem(second, method, images, masks, ["a photo of a dog", prompts[1]], schedule, task, cache=cache)
-    assert torch.equal(ref.trajectory, cold.trajectory) and torch.equal(ref.trajectory, warm.trajectory)
+        warm = inpainting_problem(second, method, images, masks, prompts, schedule, counter=counter, cache=cache)
+        other = inpainting_problem(second, method, images, masks, ["a photo of a dog", prompts[1]], schedule, cache=cache)
+    assert torch.equal(ref.observation.trajectory, cold.observation.trajectory) and torch.equal(ref.observation.trajectory, warm.observation.trajectory)
     assert counter.evaluations == 0 and counter.cached_evaluations == 2 * 3
     assert len(cache_files(tmp_path)) == 3  # the new prompt made one more entry
-    assert torch.equal(other.trajectory[:, 1], ref.trajectory[:, 1]) and not torch.equal(other.trajectory[:, 0], ref.trajectory[:, 0])
+    assert torch.equal(other.observation.trajectory[:, 1], ref.observation.trajectory[:, 1]) and not torch.equal(other.observation.trajectory[:, 0], ref.observation.trajectory[:, 0])

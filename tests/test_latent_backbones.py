@@ -28,7 +28,7 @@ from alm.backbones.diffusers_unet import DiffusersUNet, resolve_dtype  # noqa: E
 from alm.backbones.latent import LatentDiffusion  # noqa: E402
 from alm.config import compose  # noqa: E402
 from alm.errors import CheckpointError, ConfigError  # noqa: E402
-from alm.methods import get_method  # noqa: E402
+from alm.config import build_method  # noqa: E402
 from alm.methods.base import Eval, Problem  # noqa: E402
 from alm.rng import SampleGenerators  # noqa: E402
 from alm.runner import build, run  # noqa: E402
@@ -44,10 +44,10 @@ LATENT = ("sd15-tiny", "sd21base-tiny", "sdxl-tiny")
 
 def _general_methods() -> list[str]:
     """Every method of conf/method/ that runs on any backbone (not exact: gmm only; not sd_inpaint)."""
-    from alm.runner import method_from_config
+    from alm.config import build
 
     names = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
-    return [m for m in names if method_from_config(compose([f"method={m}"]).method).requires_backbone is None]
+    return [m for m in names if build(compose([f"method={m}"]).method).requires_backbone is None]
 
 
 METHODS = _general_methods()
@@ -311,7 +311,7 @@ def test_ddim_cfg_sampling_equals_the_diffusers_pipeline(name, dtype):
     shape = bb.sample_shape
     problem = Problem(x0=torch.zeros(2, *shape, dtype=dtype), mask=torch.ones(2, 1, *shape[1:], dtype=dtype),
                       cond=bb.make_cond(PROMPTS, 2))
-    method = get_method("ddim")
+    method = build_method("ddim")
     y_T = method.init(problem, SampleGenerators(0, range(2)))
     with torch.no_grad():
         ours = reverse(bb, method, problem, make_schedule(bb.scheduler_config, 10), SampleGenerators(0, range(2)), guidance=7.5)

@@ -1,4 +1,4 @@
-"""Every method's update against a hand computation of SPEC §1-2 on tiny tensors.
+"""Every method's update against a hand computation of docs/method.md §1-8 on tiny tensors.
 
 The reference loops below are written from the equations, independently of ``alm.steps``.
 """
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from alm.errors import ConfigError, NumericalError
-from alm.methods import get_method
+from alm.config import build_method
 from alm.methods.base import Problem
+from alm.observation import Trajectory
 from alm.rng import SampleGenerators
 from alm.sampling import CallCounter, reverse
 from alm.schedule import make_schedule
@@ -29,7 +30,7 @@ def setup(trajectory=True):
     mask = (torch.rand(B, *SHAPE) > 0.5).float()
     traj = torch.randn(STEPS, B, *SHAPE) if trajectory else None
     labels = [0.5, -1.0, 2.0]
-    problem = Problem(x0=x0, mask=mask, cond=net.make_cond(labels, B), trajectory=traj)
+    problem = Problem(x0=x0, mask=mask, cond=net.make_cond(labels, B), observation=Trajectory(traj) if traj is not None else None)
     return net, sched, problem
 
 
@@ -68,13 +69,13 @@ def init_noise():
 def test_alm_reference_order_matches_spec():
     net, sched, p = setup()
     w1, w2 = 0.7, 0.3
-    out = run(get_method("alm", w1=w1, w2=w2), net, sched, p)
+    out = run(build_method("alm", w1=w1, w2=w2), net, sched, p)
     gens = init_noise()
     y = gens.randn(SHAPE)
     m, c = p.mask, p.cond
     for i in range(STEPS):
         t, ab_t, ab_s = levels(sched, i)
-        s, x = sigma_of(ab_t, ab_s), p.trajectory[i]
+        s, x = sigma_of(ab_t, ab_s), p.observation.trajectory[i]
         e_y = toy_eps(net, y, t, c)
         e_e = toy_eps(net, (1 - m) * x + m * y, t, c)
         y1 = y + s * m * (w1 * (e_y - e_e) - w2 * e_e)
@@ -85,12 +86,12 @@ def test_alm_reference_order_matches_spec():
 def test_alm_fused_is_paper_eq1():
     net, sched, p = setup()
     w1, w2 = 0.7, 0.3
-    out = run(get_method("alm", w1=w1, w2=w2, order="fused"), net, sched, p)
+    out = run(build_method("alm", w1=w1, w2=w2, order="fused"), net, sched, p)
     y = init_noise().randn(SHAPE)
     m, c = p.mask, p.cond
     for i in range(STEPS):
         t, ab_t, ab_s = levels(sched, i)
-        s, x = sigma_of(ab_t, ab_s), p.trajectory[i]
+        s, x = sigma_of(ab_t, ab_s), p.observation.trajectory[i]
         e_y = toy_eps(net, y, t, c)
         e_e = toy_eps(net, (1 - m) * x + m * y, t, c)
         # Eq. 1 with w2_eq1 = lambda1 = w1 and w3 = lambda1 + lambda2 = w1 + w2, all times sigma_t.
@@ -102,12 +103,12 @@ def test_alm_fused_is_paper_eq1():
 def test_alm_iterations_are_eq8(n):
     net, sched, p = setup()
     w1, w2 = 0.7, 0.3
-    out = run(get_method("alm", w1=w1, w2=w2, iterations=n), net, sched, p)
+    out = run(build_method("alm", w1=w1, w2=w2, iterations=n), net, sched, p)
     y = init_noise().randn(SHAPE)
     m, c = p.mask, p.cond
     for i in range(STEPS):
         t, ab_t, ab_s = levels(sched, i)
-        s, x = sigma_of(ab_t, ab_s), p.trajectory[i]
+        s, x = sigma_of(ab_t, ab_s), p.observation.trajectory[i]
         l1, l2 = s * w1 / n, s * w2 / n  # w2 = N l1, w3 = N (l1 + l2)
         for _ in range(n):
             e_y = toy_eps(net, y, t, c)
@@ -119,20 +120,20 @@ def test_alm_iterations_are_eq8(n):
 
 def test_ablations():
     net, sched, p = setup()
-    wo_alm = run(get_method("alm", likelihood=False), net, sched, p)
-    zero = run(get_method("alm", w_cond=0.0, w2=0.0), net, sched, p)
+    wo_alm = run(build_method("alm", likelihood=False), net, sched, p)
+    zero = run(build_method("alm", w_cond=0.0, w2=0.0), net, sched, p)
     assert torch.allclose(wo_alm, zero, atol=1e-6)
     # w/o ALM is Eq. 3 with the ALM schedule
     y = init_noise().randn(SHAPE)
     m, c = p.mask, p.cond
     for i in range(STEPS):
         t, ab_t, ab_s = levels(sched, i)
-        s, x = sigma_of(ab_t, ab_s), p.trajectory[i]
+        s, x = sigma_of(ab_t, ab_s), p.observation.trajectory[i]
         y = ddim(y, cfg_eps(net, y, t, c, G), ab_t, ab_s) + 1.0 * s * (1 - m) * (x - y)
     assert torch.allclose(wo_alm, y, atol=1e-5)
-    full = run(get_method("alm"), net, sched, p)
-    wo_cond = run(get_method("alm", w_cond=0.0), net, sched, p)
-    wo_joint = run(get_method("alm", w2=0.0), net, sched, p)
+    full = run(build_method("alm"), net, sched, p)
+    wo_cond = run(build_method("alm", w_cond=0.0), net, sched, p)
+    wo_joint = run(build_method("alm", w2=0.0), net, sched, p)
     for other in (wo_alm, wo_cond, wo_joint):
         assert not torch.allclose(full, other, atol=1e-6)
 
@@ -140,20 +141,20 @@ def test_ablations():
 def test_syncsde_own_schedule():
     net, sched, p = setup()
     lam = 5.0
-    out = run(get_method("syncsde", lam=lam), net, sched, p)
+    out = run(build_method("syncsde", lam=lam), net, sched, p)
     y = init_noise().randn(SHAPE)
     m, c = p.mask, p.cond
     T = int(sched.timesteps[0])
     for i in range(STEPS):
         t, ab_t, ab_s = levels(sched, i)
         gamma = math.sqrt(ab_s / ab_t) - math.sqrt((1 - ab_s) / (1 - ab_t))
-        y = ddim(y, cfg_eps(net, y, t, c, G), ab_t, ab_s) - gamma * lam * (t / T) * (1 - m) * (y - p.trajectory[i])
+        y = ddim(y, cfg_eps(net, y, t, c, G), ab_t, ab_s) - gamma * lam * (t / T) * (1 - m) * (y - p.observation.trajectory[i])
     assert torch.allclose(out, y, atol=1e-5)
 
 
 def test_bld_blends_noised_source_and_ends_on_it():
     net, sched, p = setup(trajectory=False)
-    out = run(get_method("bld"), net, sched, p)
+    out = run(build_method("bld"), net, sched, p)
     gens = init_noise()
     y = gens.randn(SHAPE)
     m, c = p.mask, p.cond
@@ -170,7 +171,7 @@ def test_bld_blends_noised_source_and_ends_on_it():
 def test_reconstruction_guidance_gradient_through_network(imputation):
     net, sched, p = setup(trajectory=False)
     w_r = 5.0
-    out = run(get_method("recon_guidance", w_r=w_r, imputation=imputation), net, sched, p)
+    out = run(build_method("recon_guidance", w_r=w_r, imputation=imputation), net, sched, p)
     gens = init_noise()
     y = gens.randn(SHAPE)
     m, c, x0 = p.mask, p.cond, p.x0
@@ -195,9 +196,9 @@ def test_reconstruction_guidance_gradient_through_network(imputation):
 
 def test_plain_ddim_ignores_observation():
     net, sched, p = setup(trajectory=False)
-    out = run(get_method("ddim"), net, sched, p)
+    out = run(build_method("ddim"), net, sched, p)
     p2 = Problem(x0=torch.randn_like(p.x0), mask=1 - p.mask, cond=p.cond)
-    assert torch.equal(out, run(get_method("ddim"), net, sched, p2))
+    assert torch.equal(out, run(build_method("ddim"), net, sched, p2))
 
 
 @pytest.mark.parametrize(
@@ -214,7 +215,7 @@ def test_plain_ddim_ignores_observation():
 def test_evaluations_per_step_in_batched_calls(name, params, calls, evals):
     net, sched, p = setup()
     counter = CallCounter()
-    run(get_method(name, **params), net, sched, p, counter=counter)
+    run(build_method(name, **params), net, sched, p, counter=counter)
     assert counter.calls == calls * STEPS
     assert counter.evaluations == evals * STEPS * B
 
@@ -222,29 +223,29 @@ def test_evaluations_per_step_in_batched_calls(name, params, calls, evals):
 def test_no_cfg_when_guidance_is_one():
     net, sched, p = setup()
     counter = CallCounter()
-    run(get_method("alm", order="fused"), net, sched, p, guidance=1.0, counter=counter)
+    run(build_method("alm", order="fused"), net, sched, p, guidance=1.0, counter=counter)
     assert counter.evaluations == 2 * STEPS * B
 
 
 @pytest.mark.parametrize("name,params", [("alm", {}), ("alm", {"order": "fused"}), ("syncsde", {}), ("bld", {}), ("recon_guidance", {"imputation": True})])
 def test_output_does_not_depend_on_batch(name, params):
     net, sched, p = setup()
-    full = run(get_method(name, **params), net, sched, p)
+    full = run(build_method(name, **params), net, sched, p)
     for j in range(B):
-        sub = Problem(x0=p.x0[j : j + 1], mask=p.mask[j : j + 1], cond=p.cond[j : j + 1], trajectory=p.trajectory[:, j : j + 1])
-        one = reverse(net, get_method(name, **params), sub, sched, SampleGenerators(SEED, [j]), guidance=G)
+        sub = Problem(x0=p.x0[j : j + 1], mask=p.mask[j : j + 1], cond=p.cond[j : j + 1], observation=Trajectory(p.observation.trajectory[:, j : j + 1]))
+        one = reverse(net, build_method(name, **params), sub, sched, SampleGenerators(SEED, [j]), guidance=G)
         assert torch.allclose(one[0], full[j], atol=1e-6)
 
 
 def test_ddpm_sampler_adds_the_same_terms():
     net, sched, p = setup()
-    out = run(get_method("alm", likelihood=False), net, sched, p, sampler="ddpm")
+    out = run(build_method("alm", likelihood=False), net, sched, p, sampler="ddpm")
     gens = init_noise()
     y = gens.randn(SHAPE)
     m, c = p.mask, p.cond
     for i in range(STEPS):
         t, ab_t, ab_s = levels(sched, i)
-        s, x = sigma_of(ab_t, ab_s), p.trajectory[i]
+        s, x = sigma_of(ab_t, ab_s), p.observation.trajectory[i]
         e = cfg_eps(net, y, t, c, G)
         x0 = (y - math.sqrt(1 - ab_t) * e) / math.sqrt(ab_t)
         alpha = ab_t / ab_s
@@ -257,18 +258,25 @@ def test_nan_reports_sample_ids():
     net, sched, p = setup()
     net.nan_for = -1.0  # the label of sample 1
     with pytest.raises(NumericalError, match=r"sample\(s\) \[1\]"):
-        run(get_method("alm"), net, sched, p)
+        run(build_method("alm"), net, sched, p)
 
 
 def test_bad_method_parameters():
-    with pytest.raises(ConfigError, match="unknown method"):
-        get_method("nope")
-    with pytest.raises(ConfigError, match="no parameter"):
-        get_method("alm", w9=1)
+    with pytest.raises(ConfigError, match=r"method/nope.*choices: alm, alm_fused"):
+        build_method("nope")
+    with pytest.raises(ConfigError, match=r"no parameter\(s\) w9; it takes: iterations, likelihood, order, w1, w2, w_cond"):
+        build_method("alm", w9=1)
+    with pytest.raises(ConfigError, match=r"w2='abc' is not a valid float"):
+        build_method("alm", w2="abc")
+    with pytest.raises(ConfigError, match=r"iterations=1.5 is not a valid int"):
+        build_method("alm", iterations=1.5)
+    with pytest.raises(ConfigError, match=r"likelihood=1 is not a valid bool"):
+        build_method("alm", likelihood=1)
+    assert build_method("syncsde", lam=50).lam == 50.0 and isinstance(build_method("syncsde", lam=50).lam, float)
     with pytest.raises(ConfigError, match="order"):
-        get_method("alm", order="sideways")
+        build_method("alm", order="sideways")
     with pytest.raises(ConfigError, match="iterations"):
-        get_method("alm", iterations=0)
+        build_method("alm", iterations=0)
 
 
 def test_schedule_with_every_training_timestep():
@@ -282,6 +290,6 @@ def test_schedule_with_every_training_timestep():
 def test_conditional_backbone_without_condition_samples_unconditionally():
     net, sched, p = setup()
     p.cond = None
-    out = run(get_method("alm", order="fused"), net, sched, p)
+    out = run(build_method("alm", order="fused"), net, sched, p)
     p.cond = net.null_cond(B)
-    assert torch.allclose(out, run(get_method("alm", order="fused"), net, sched, p))
+    assert torch.allclose(out, run(build_method("alm", order="fused"), net, sched, p))

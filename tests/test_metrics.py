@@ -153,6 +153,67 @@ def test_prepare_metrics_fails_at_start_or_skips_with_a_warning(tmp_path, monkey
     assert list(prepare_metrics({**node, "lpips": None}).metrics) == ["mse"]  # metrics.lpips=null drops it
 
 
+# -- metric sets: basic (the runner's default), gmm; directions, the run hook ------------------------------
+def _metric_set(name: str):
+    from alm.evaluate import compose_evaluate
+
+    return prepare_metrics(compose_evaluate([f"metrics={name}"]).metrics)
+
+
+def test_basic_set_is_the_runners_former_per_sample_columns():
+    """metrics=basic: mse, mse_hole, psnr (not ranked), ssim, the same classes (and numbers) as the rows the
+    runner wrote itself (alm.sample_metrics.image_metrics, gone: it called these classes on the CPU)."""
+    mset = _metric_set("basic")
+    assert list(mset.metrics) == ["mse", "mse_hole", "psnr", "ssim"] and mset.name == "basic"
+    assert mset.directions() == {"mse": False, "mse_hole": False, "ssim": True}
+    assert all(m.per_sample and m.aggregate == "mean" for m in mset.metrics.values())
+    out, src = _images(b=4, c=1, h=8, w=8)
+    mask = torch.zeros(4, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1
+    former = {"mse": MSE(), "mse_hole": MSE(region="hole"), "psnr": PSNR(), "ssim": SSIM()}
+    for k, metric in mset.metrics.items():
+        assert torch.equal(metric.update(out, src, mask), former[k].update(out, src, mask)), k
+
+
+def test_a_metric_without_direction_must_not_be_ranked():
+    node = {"name": "t", "variance_ratio": {"_target_": "alm.metrics.gmm.VarianceRatio"}}
+    with pytest.raises(ConfigError, match=r"^metrics\.variance_ratio: .*no better direction; set rank: false$"):
+        prepare_metrics(node)
+    mset = prepare_metrics({"name": "t", "variance_ratio": {"_target_": "alm.metrics.gmm.VarianceRatio", "rank": False}})
+    assert mset.directions() == {} and mset.metrics["variance_ratio"].higher_is_better is None
+
+
+def test_gmm_set_columns_and_directions():
+    mset = _metric_set("gmm")
+    per_sample = {k: m.aggregate for k, m in mset.metrics.items() if m.per_sample}
+    assert per_sample == {"component": None, "component_weight": "mean", "coherent": "mean", "posterior_loglik": "compute",
+                          "variance_ratio": "compute", "mse": "mean", "mse_hole": "mean", "psnr": "mean", "ssim": "mean"}
+    assert [k for k, m in mset.metrics.items() if not m.per_sample] == [
+        "coherence", "tv", "energy_distance", "variance_log_error", "posterior_loglik_exact"]
+    assert mset.directions() == {"coherence": True, "tv": False, "energy_distance": False, "variance_log_error": False}
+
+
+def test_the_run_hook_binds_the_runs_config_and_checks_it():
+    from omegaconf import OmegaConf
+
+    from alm.config import compose
+    from alm.metrics.gmm import Coherence
+
+    assert MSE().bind_run(None, [0, 1]) is None  # a metric of the images alone ignores the run
+    unbound = Coherence()
+    with pytest.raises(ConfigError, match="bind_run"):
+        unbound.update(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8))
+    mset = _metric_set("gmm")
+    with pytest.raises(ConfigError, match=r"^metrics\.component: .*backbone=gmm, not backbone=sd15-tiny$"):
+        mset.bind_run(compose(["backbone=sd15-tiny"]))  # the check the runner can make before sampling
+    gmm_cfg = OmegaConf.create(OmegaConf.to_container(compose(["backbone=gmm", "dataset=gmm", "seed=7"]), resolve=True))
+    mset.bind_run(gmm_cfg, [3, 4])
+    ed = mset.metrics["energy_distance"]
+    assert ed.mixture.num_components == 12 and ed.run_seed == 7 and ed.indices == [3, 4]
+    with pytest.raises(ConfigError, match="energy distance"):
+        mset.metrics["energy_distance"].__class__(draws=0)
+
+
 # -- FID / KID -----------------------------------------------------------------------------------------
 def test_fid_and_kid_of_a_set_against_itself_are_zero():
     g = torch.Generator().manual_seed(0)

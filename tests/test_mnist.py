@@ -14,7 +14,7 @@ import torch
 from alm.config import compose
 from alm.data.mnist import MNISTDataset, load_mnist_subset
 from alm.errors import CheckpointError, DataError
-from alm.runner import build
+from alm.config import build
 from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

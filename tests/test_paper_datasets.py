@@ -185,7 +185,7 @@ def test_bad_values(tmp_path):
 @pytest.mark.parametrize("name", PAPER_SETS)
 def test_paper_configs(name, tmp_path, monkeypatch):
     from alm.config import compose
-    from alm.runner import build
+    from alm.config import build
 
     monkeypatch.setenv("ALM_DATA", str(tmp_path))
     cfg = compose([f"dataset={name}", "++backbone.resolution=16"])

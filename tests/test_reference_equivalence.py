@@ -1,8 +1,8 @@
 """``method=alm`` through our sampling core against an independent transcription of the authors' loop
-(issue 5 point 5; SPEC §1, GitHub ``Hleephilip/ALM_public``, ``alm/inpainting.py``).
+(issue 5 point 5; docs/method.md §4, GitHub ``Hleephilip/ALM_public``, ``alm/inpainting.py``).
 
-The reference is ``alm.reference`` (also the baseline of ``scripts/bench.py``): written from SPEC §1 in
-the style of the authors' code, sharing nothing with ``alm.steps`` / ``alm.sampling`` /
+The reference is ``alm.reference`` (also the baseline of ``scripts/bench.py``): written from
+docs/method.md §4 in the style of the authors' code, sharing nothing with ``alm.steps`` / ``alm.sampling`` /
 ``alm.methods``: the raw diffusers model is called one image at a time (e(Y), e(E), then the CFG pair
 in one call, as the authors), the DDIM step is diffusers' ``DDIMScheduler.step``, the inversion
 ``DDIMInverseScheduler.step``, sigma_t the scheduler's own DDPM posterior variance; here (for the
@@ -14,7 +14,7 @@ Models (random weights, built from config; nothing from the hub): a pixel ``UNet
 per-sample encoder states ("text"), a class-conditional pixel ``UNet2DModel`` with a null class
 ("class", the embedded backbone's kind), and the tiny Stable Diffusion 1.5 miniature
 (``alm.backbones.tiny``, latent space, prompts through its CLIP text encoder). All run in float64, so a
-difference is a difference in the math (observed ~1e-12); the tolerance is SPEC's 1e-4. CFG scale 3,
+difference is a difference in the math (observed ~1e-12); the tolerance is 1e-4. CFG scale 3,
 a batch of two samples with different conditions and masks.
 
 ``test_the_comparison_is_sensitive`` keeps the test honest: a reference with one sign flipped, one
@@ -33,13 +33,14 @@ from omegaconf import OmegaConf
 
 from alm import reference as authors
 from alm.backbones.diffusers_unet import DiffusersUNet
-from alm.methods import get_method
+from alm.config import build_method
 from alm.methods.base import Problem
+from alm.observation import Trajectory
 from alm.reference import UNetCall
 from alm.rng import SampleGenerators
 from alm.sampling import reverse
 from alm.schedule import make_schedule
-from alm.tasks.inpaint import build_problem
+from alm.tasks.inpaint import inpainting_problem
 
 B, STEPS, G, SEED, TOL = 2, 6, 3.0, 11, 1e-4
 W1, W2 = 0.7, 0.4  # large enough that every term shows far above the tolerance (authors' defaults: 1.0, 0.005)
@@ -186,13 +187,13 @@ def reference_run(case: Case, **kw) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ours(case: Case, method: str, trajectory=None, **params) -> tuple[Problem, torch.Tensor]:
-    """The runner's path: build_problem (encode, latent mask, condition, inversion) then reverse."""
-    m = get_method(method, **params)
+    """The runner's path: inpainting_problem (encode, latent mask, condition, inversion) then reverse."""
+    m = build_method(method, **params)
     schedule = make_schedule(case.backbone.scheduler_config, STEPS)
     with torch.no_grad():
-        problem = build_problem(case.backbone, m, case.images, case.masks, case.labels, schedule, TASK)
+        problem = inpainting_problem(case.backbone, m, case.images, case.masks, case.labels, schedule)
         if trajectory is not None:
-            problem.trajectory = trajectory
+            problem.observation = Trajectory(trajectory)
         y = reverse(case.backbone, m, problem, schedule, SampleGenerators(SEED, range(B)), guidance=G)
     return problem, y
 
@@ -205,8 +206,8 @@ def reference(case):
 def test_inversion_matches_reference(case, reference):
     traj, _ = reference["reference"]
     problem, _ = ours(case, "alm", w1=W1, w2=W2)
-    assert problem.trajectory.shape == traj.shape
-    assert (problem.trajectory - traj).abs().max() <= TOL
+    assert problem.observation.trajectory.shape == traj.shape
+    assert (problem.observation.trajectory - traj).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("method,params,order", [
@@ -223,7 +224,7 @@ def test_alm_matches_the_authors_loop(case, reference, method, params, order):
 
 
 def test_default_weights_match_too(case):
-    """The authors' defaults (w1 = 1, w2 = 0.005), end to end through build_problem."""
+    """The authors' defaults (w1 = 1, w2 = 0.005), end to end through inpainting_problem."""
     _, want = reference_run(case, w1=1.0, w2=0.005)
     _, got = ours(case, "alm", w1=1.0, w2=0.005)
     assert (got - want).abs().max() <= TOL

@@ -20,7 +20,8 @@ from alm.errors import ConfigError, NumericalError
 from alm.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["backbone=gmm", "dataset=gmm", "mask=center", "sampler.steps=10", "num_samples=4", "batch_size=4", "progress=false"]
+FAST = ["backbone=gmm", "dataset=gmm", "mask=center", "sampler.steps=10", "num_samples=4", "batch_size=4", "progress=false",
+        "metrics=gmm"]
 METHODS = ["alm", "alm_fused", "alm_wo_alm", "alm_wo_cond", "alm_wo_joint", "syncsde", "bld",
            "recon_guidance", "recon_guidance_imputation", "ddim", "exact"]
 
@@ -267,25 +268,33 @@ def test_the_device_is_not_part_of_a_runs_identity():
 
 
 def test_a_blended_run_reuses_its_plain_run(tmp_path, monkeypatch):
-    """A "*" run whose plain run is done blends the plain outputs (no sampling) and equals a fresh "*" run."""
+    """The experiment layer gives a "*" row its plain row's folder; the runner blends the plain outputs
+    (no sampling) and they equal a fresh "*" run."""
     import alm.runner as runner
 
+    from conftest import load_script
+
+    driver = load_script("run_experiment")
     plain = ["method=alm", *FAST, f"paths.runs={tmp_path / 'runs'}"]
-    star = [*plain, "task.blend=true", "task.blend_kernel=3"]
-    run(compose([*plain, "num_samples=2"]), run_dir_for(compose(plain), plain))  # the plain run has 2 of 4 samples
+    star = [*plain, "task.blend=true", "task.blend_kernel=3", "task.blend_mode=float"]
+    plain_dir = run_dir_for(compose(plain), plain)
+    run(compose([*plain, "num_samples=2"]), plain_dir)  # the plain run has 2 of 4 samples
+    assert driver.plain_run_dir(compose(star), star) == plain_dir
     calls = []
     original = runner.reverse
     monkeypatch.setattr(runner, "reverse", lambda *a, **k: calls.append(len(a[2].x0)) or original(*a, **k))
     star_dir = run_dir_for(compose(star), star)
-    summary = run(compose(star), star_dir)
+    summary = run(compose(star), star_dir, reuse_from=plain_dir)
     assert calls == [2]  # only samples 2 and 3 were sampled; 0 and 1 came from the plain run
-    fresh = outputs_of(tmp_path / "fresh", [*FAST, "method=alm", "task.blend=true", "task.blend_kernel=3"])
+    fresh = outputs_of(tmp_path / "fresh", [*FAST, "method=alm", "task.blend=true", "task.blend_kernel=3", "task.blend_mode=float"])
     got = outputs(star_dir)
     assert all((fresh[i] - got[i]).abs().max() <= 1e-6 for i in fresh)
-    assert summary["evaluations"] == run(compose([*plain, "num_samples=4"]), run_dir_for(compose(plain), plain))["evaluations"]
-    # another blend kernel is another run, but the same plain parent
-    other = [*plain, "task.blend=true", "task.blend_kernel=5"]
-    assert runner.blend_parent(run_dir_for(compose(other), other), compose(other)) == run_dir_for(compose(plain), plain)
-    # a plain folder made with another config is not a parent
+    assert summary["evaluations"] == run(compose([*plain, "num_samples=4"]), plain_dir)["evaluations"]
+    # another blend kernel is another run, but the same plain parent; a plain row has none
+    other = [*plain, "task.blend=true", "task.blend_kernel=5", "task.blend_mode=float"]
+    assert driver.plain_run_dir(compose(other), other) == plain_dir
+    assert driver.plain_run_dir(compose(plain), plain) is None
+    # a folder made with another config is not reused (the runner checks its fingerprint)
     w = [*plain, "method.w2=0.5"]
-    assert runner.blend_parent(run_dir_for(compose([*w, "task.blend=true"]), [*w, "task.blend=true"]), compose([*w, "task.blend=true"])) is None
+    assert not runner.same_but_postprocessing(plain_dir, compose([*w, "task.blend=true", "task.blend_mode=float"]))
+    assert runner.same_but_postprocessing(plain_dir, compose(star))

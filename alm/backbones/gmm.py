@@ -1,6 +1,6 @@
 """An exact Gaussian-mixture "backbone": the one place where a sampler can be compared with the truth.
 
-Notation (SPEC §1 for the diffusion symbols):
+Notation (docs/method.md §1 for the diffusion symbols):
 
 | symbol      | here                    | meaning                                                       |
 |-------------|-------------------------|---------------------------------------------------------------|
@@ -29,6 +29,8 @@ restricts the mixture to its class (weights renormalised), label -1 is the full 
 
 The mixture is built from a ``MixtureSpec`` (the config values, shared with ``dataset=gmm``); the
 default is the grouped "hard" mixture described in docs/gmm.md. All math is done in float64.
+The exact metrics of completions are ``alm.gmm_metrics`` (the math) and ``alm.metrics.gmm`` (``metrics=gmm``);
+they import this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -438,19 +440,6 @@ class GaussianMixture(Backbone):
         noise = torch.randn(self.sample_shape, generator=generator).double().reshape(-1)  # as SampleGenerators.randn
         x = self.means[k].cpu() + self.stds[k].cpu() * noise
         return x.reshape(self.sample_shape).float(), k
-
-    # --- the runner's metric hooks (alm.runner): exact metrics in every run's rows and summary ---------
-    def sample_metrics(self, outputs: Tensor, sources: Tensor, masks: Tensor, labels: Optional[Sequence[Any]] = None) -> list[dict]:
-        """Per-sample rows: component, component_weight, coherent, posterior_loglik, variance_ratio."""
-        from alm import gmm_metrics
-
-        return gmm_metrics.sample_rows(self, outputs, sources, masks, labels)
-
-    def summary_metrics(self, run_dir, cfg, rows: list[dict], device=None) -> dict:
-        """coherence, tv, energy_distance (against exact draws), variance_ratio, ... of a run folder."""
-        from alm import gmm_metrics
-
-        return gmm_metrics.run_summary(self, run_dir, int(cfg.seed), [int(r["sample"]) for r in rows])
 
     # --- structure (for docs and tests) ---------------------------------------------------------------
     def image(self, flat: Tensor) -> Tensor:

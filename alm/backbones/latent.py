@@ -1,6 +1,6 @@
 """Latent diffusion backbones: Stable Diffusion 1.5 / 2.1(-base) and SDXL through diffusers.
 
-The diffusion variable is the VAE latent; methods never see the difference (SPEC §4 / issue 5).
+The diffusion variable is the VAE latent; methods never see the difference (docs/method.md §1 / issue 5).
 
 | piece        | here                                                                              |
 |--------------|-----------------------------------------------------------------------------------|

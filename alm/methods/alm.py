@@ -1,12 +1,14 @@
-"""ALM: Accelerated Likelihood Maximization (paper Eq. 1, 8-10; SPEC §1).
+"""ALM: Accelerated Likelihood Maximization (paper Eq. 1, 8-10; docs/method.md §2-5).
 
 Weights (all multiplied by sigma_t, paper Eq. 10):
 
-| here     | paper            | role                                                         |
-|----------|------------------|--------------------------------------------------------------|
-| w1       | w1               | observed-region sync, Eq. 3                                  |
-| w_cond   | lambda1 (w2)     | conditional likelihood on e(Y); ``None`` = tied to w1 as in the authors' code |
-| w2       | lambda2          | joint likelihood: e(E) gets w_cond + w2 (so w3 = w_cond + w2) |
+| config          | paper            | role                                                         |
+|-----------------|------------------|--------------------------------------------------------------|
+| ``method.w1``     | w1               | observed-region sync, Eq. 3                                  |
+| ``method.w_cond`` | w2 (= N lambda1) | conditional likelihood on e(Y); ``None`` = tied to w1 as in the authors' code |
+| ``method.w2``     | w3 - w2 (= N lambda2) | joint likelihood: e(E) gets w_cond + w2 (so w3 = w_cond + w2); the authors' ``w2`` |
+
+The paper's w2 is ``method.w_cond``, NOT ``method.w2`` (docs/method.md §3, the symbol table).
 
 ``order="reference"`` is the authors' public code: the likelihood move first, then DDIM + sync at
 the moved point (4 evaluations with CFG, in two dependent batched calls). ``order="fused"`` is Eq. 1
@@ -30,7 +32,7 @@ class ALM(Method):
     """ALM and its ablations (``likelihood=False`` is "w/o ALM", ``w_cond=0`` "w/o cond.", ``w2=0`` "w/o joint")."""
 
     name: ClassVar[str] = "alm"
-    needs_trajectory: ClassVar[bool] = True
+    reads_x_t: ClassVar[bool] = True
 
     w1: float = 1.0
     w2: float = 0.005
@@ -40,6 +42,7 @@ class ALM(Method):
     likelihood: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         if self.order not in ("reference", "fused"):
             raise ConfigError(f"method.order={self.order!r}: expected 'reference' or 'fused'")
         if int(self.iterations) < 1:
@@ -57,18 +60,22 @@ class ALM(Method):
         return (yield from self._reference(y, ctx))
 
     def _reference(self, y, ctx: StepContext) -> StepGen:
-        m, x, s = ctx.mask, ctx.x_t(), ctx.sigma
+        m, s = ctx.mask, ctx.sigma
         if self.likelihood:
             n = int(self.iterations)
             for _ in range(n):  # Eq. 5/8 iterations; n = 1 is the one-step approximation, Eq. 9
-                e_y, e_e = yield [Eval(y), Eval(steps.blend(x, y, m))]
-                y = y + (s / n) * steps.alm_move(m, e_y, e_e, self.lam1, self.w2)
+                for rows in ctx.groups:  # one group (every row) unless the task chains rows (alm.observation)
+                    x = ctx.x_t(y)  # E = (1-M) X_t + M Y with the current state (a neighbour may have moved)
+                    sel = None if _every(rows) else rows
+                    e_y, e_e = yield [Eval(y[rows], rows=sel), Eval(steps.blend(x, y, m)[rows], rows=sel)]
+                    y = _add_rows(y, rows, (s / n) * steps.alm_move(_rows(m, rows), e_y, e_e, self.lam1, self.w2))
+        x = ctx.x_t(y)
         e = ctx.guided((yield ctx.guided_evals(y)))
         return ctx.base_step(y, e) + steps.sync_term(x, y, m, s * self.w1)
 
     def _fused(self, y, ctx: StepContext) -> StepGen:
         # Eq. 1: DDIM(Y, e_cfg(Y)) + w1 (1-M)(X - Y) + M (w2 e(Y,c) - w3 e(E,c)); e(Y,c) is shared.
-        m, x, s = ctx.mask, ctx.x_t(), ctx.sigma
+        m, x, s = ctx.mask, ctx.x_t(y), ctx.sigma
         evals = ctx.guided_evals(y)
         if self.likelihood:
             evals.append(Eval(steps.blend(x, y, m)))
@@ -77,3 +84,21 @@ class ALM(Method):
         if self.likelihood:
             y_next = y_next + s * steps.alm_move(m, outs[0], outs[-1], self.lam1, self.w2)
         return y_next
+
+
+def _rows(t, rows):
+    """``t`` restricted to ``rows`` (a tensor with batch dimension 1 broadcasts to every row)."""
+    return t if t.shape[0] == 1 else t[rows]
+
+
+def _every(rows) -> bool:
+    return isinstance(rows, slice) and rows == slice(None)
+
+
+def _add_rows(y, rows, delta):
+    """``y`` with ``delta`` added to ``rows`` (every row: a plain sum, bit for bit the unchained update)."""
+    if _every(rows):
+        return y + delta
+    y = y.clone()
+    y[rows] = y[rows] + delta
+    return y

@@ -12,12 +12,16 @@ which evaluations it needs per step and how it combines them, and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Generator, Optional
+from typing import Any, Callable, ClassVar, Generator, Optional, Sequence
 
 import torch
 
 from alm import steps
+from alm.errors import ConfigError
+from alm.observation import Observation
 from alm.rng import SampleGenerators
 
 Tensor = torch.Tensor
@@ -30,6 +34,7 @@ class Eval:
     z: Tensor
     conditional: bool = True
     grad: bool = False  # evaluate with autograd enabled (z must require grad)
+    rows: Any = None  # the batch rows ``z`` holds (an index tensor or slice); None = every row
 
 
 StepGen = Generator[list, list, Tensor]
@@ -41,15 +46,18 @@ class Problem:
 
     ``x0``: the observed content (B, *sample_shape); only ``(1-mask)`` of it may be used by a method.
     ``mask``: 1 = unobserved (to generate), broadcastable to ``x0``.
-    ``trajectory``: X_t for each step i (n, B, ...) when the task provides it (DDIM inversion or the
-    previous patch's trajectory); None means X_t is the forward-noised observation.
     ``cond``: the batch's condition (see ``Backbone.make_cond``).
+    ``observation``: where X_t comes from (``alm.observation``: a stored trajectory, forward noise, or the
+    batch's own current state); None when the method reads no X_t.
+    ``initial_noise``: Y_T for the batch from its generators (None: i.i.d. Gaussian per sample), e.g. the
+    crops of one canvas noise so that overlapping windows start equal.
     """
 
     x0: Tensor
     mask: Tensor
     cond: Any = None
-    trajectory: Optional[Tensor] = None
+    observation: Optional[Observation] = None
+    initial_noise: Optional[Callable[[SampleGenerators], Tensor]] = None
     extra: Optional[dict] = None
 
 
@@ -68,7 +76,8 @@ class StepContext:
     use_cfg: bool
     generators: SampleGenerators
     sampler: str  # "ddim" or "ddpm"
-    x_t: Callable[[], Tensor]  # X_t at this step (lazy: forward noise is drawn only if asked for)
+    x_t: Callable[[Tensor], Tensor]  # X_t at this step given the current state y (alm.observation)
+    groups: Sequence[Any] = (slice(None),)  # rows moved one group after the other (Observation.chain)
 
     @property
     def mask(self) -> Tensor:
@@ -103,18 +112,25 @@ class StepContext:
 
 
 class Method:
-    """Base class of the sampling methods. Subclasses set ``name`` and implement ``step``."""
+    """Base class of the sampling methods: a dataclass whose fields are the config keys of
+    ``conf/method/<name>.yaml`` (built from its ``_target_``). Subclasses set ``name`` and implement ``step``;
+    their ``__post_init__`` checks their values (call ``super().__post_init__()`` first)."""
 
     name: ClassVar[str] = "method"
-    #: needs X_t for every step (DDIM inversion or the previous patch's trajectory)
-    needs_trajectory: ClassVar[bool] = False
+    #: reads X_t (``ctx.x_t``): the task then provides an observation (inversion, forward noise, ...)
+    reads_x_t: ClassVar[bool] = False
     #: uses the observation at all (``ddim`` ignores the mask)
     uses_observation: ClassVar[bool] = True
     #: the backbone class (``_target_``) this method is limited to, checked before anything is built
     requires_backbone: ClassVar[Optional[str]] = None
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+
     def init(self, problem: Problem, generators: SampleGenerators) -> Tensor:
-        """Y_T: fresh per-sample Gaussian noise."""
+        """Y_T: the task's initial noise, else fresh per-sample Gaussian noise."""
+        if problem.initial_noise is not None:
+            return problem.initial_noise(generators)
         x0 = problem.x0
         return generators.randn(x0.shape[1:], device=x0.device, dtype=x0.dtype)
 
@@ -125,5 +141,36 @@ class Method:
         """Methods that do not run the reverse process (``exact``) return their sample here."""
         return None
 
-    def check(self, backbone, task_cfg) -> None:
-        """Refuse invalid combinations before any work starts (raise ConfigError)."""
+    def check(self, backbone, task) -> None:
+        """Refuse invalid combinations with a backbone or task before any work starts (raise ConfigError)."""
+
+
+def check_field_types(obj: Any) -> None:
+    """Check (and normalise int -> float) a dataclass's field values against their type hints.
+
+    Config values arrive from YAML and the command line: ``method.w2=abc`` or ``method.iterations=1.5``
+    is a one-line ConfigError naming the key, not a failure deep inside a step.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints.get(f.name)
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) is typing.Union and type(None) in args
+        if optional:
+            if value is None:
+                continue
+            hint = next(a for a in args if a is not type(None))
+        ok = True
+        if hint is bool:
+            ok = isinstance(value, bool)
+        elif hint is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                object.__setattr__(obj, f.name, float(value))
+        elif hint is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif hint is str:
+            ok = isinstance(value, str)
+        if not ok:
+            kind = getattr(hint, "__name__", str(hint))
+            raise ConfigError(f"method {getattr(obj, 'name', type(obj).__name__)}: {f.name}={value!r} is not a valid {kind}")

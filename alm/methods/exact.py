@@ -24,7 +24,7 @@ class Exact(Method):
     name: ClassVar[str] = "exact"
     requires_backbone: ClassVar[str] = "alm.backbones.gmm.GaussianMixture"
 
-    def check(self, backbone, task_cfg) -> None:
+    def check(self, backbone, task=None) -> None:
         if not isinstance(backbone, GaussianMixture):
             raise ConfigError("method=exact needs backbone=gmm (the only backbone with a known posterior)")
 

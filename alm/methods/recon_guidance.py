@@ -1,4 +1,4 @@
-"""Reconstruction guidance (Ho et al. 2022, as in CondMDI; SPEC §2).
+"""Reconstruction guidance (Ho et al. 2022, as in CondMDI; docs/method.md §8.3).
 
     x0~ = x0_hat - (w_r sqrt(ab_t) / 2) * M * grad_{Y_t} ||(1-M)(X_0 - x0_hat(Y_t))||^2
 

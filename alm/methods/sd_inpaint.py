@@ -39,17 +39,20 @@ class SDInpaint(Method):
     guidance: float = 7.5
     sampler: str = "ddim"
 
-    def check(self, backbone, task_cfg) -> None:
-        from alm.backbones.inpaint_pipeline import InpaintPipeline
-
-        if not isinstance(backbone, InpaintPipeline):
-            raise ConfigError("method=sd_inpaint needs backbone=sd15-inpaint (the Stable Diffusion inpainting pipeline)")
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"method=sd_inpaint runs with sampler=ddim or ddpm, not {self.sampler!r}")
         if self.steps < 1:
             raise ConfigError(f"method=sd_inpaint: steps={self.steps} must be positive")
         if self.guidance < 1:
             raise ConfigError(f"method=sd_inpaint: guidance={self.guidance} must be >= 1 (1 = no classifier-free guidance)")
+
+    def check(self, backbone, task=None) -> None:
+        from alm.backbones.inpaint_pipeline import InpaintPipeline
+
+        if not isinstance(backbone, InpaintPipeline):
+            raise ConfigError("method=sd_inpaint needs backbone=sd15-inpaint (the Stable Diffusion inpainting pipeline)")
 
     def sample_directly(self, backbone, problem: Problem, generators: SampleGenerators) -> torch.Tensor:
         self.check(backbone, None)

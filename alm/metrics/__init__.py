@@ -11,7 +11,8 @@ value has a ``_target_`` (the column name is the key)::
     mse_hole: {_target_: alm.metrics.pixel.MSE, region: hole}
     fid: {_target_: alm.metrics.fid.FID, feature: {_target_: my.Net}, rank: false}
 
-``rank: false`` keeps a column out of the averaged rank. Entries are built with ``_recursive_=false``
+``rank: false`` keeps a column out of the averaged rank (required for a metric without a direction,
+``higher_is_better = None``). Entries are built with ``_recursive_=false``
 (a metric builds its own sub-networks, e.g. FID's ``feature``). ``prepare_metrics`` builds every metric
 and checks that its weights are on disk BEFORE any work: a missing file is a one-line
 ``MissingWeightsError`` (or, with ``skip_unavailable``, a warning on stderr and the column left out).
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from alm.errors import ALMError, ConfigError
 from alm.metrics.base import REGIONS, Metric, MissingWeightsError
@@ -49,6 +50,17 @@ class MetricSet:
     def setup(self, device) -> None:
         for m in self.metrics.values():
             m.setup(device)
+
+    def bind_run(self, run_cfg: Any, indices: Optional[Sequence[int]] = None,
+                 only: Optional[Sequence[str]] = None) -> None:
+        """``Metric.bind_run`` of every metric (or of the columns ``only``): the run's resolved config and
+        its sample indices. With ``indices=None`` it is a check: a metric that does not fit the run (the
+        mixture metrics on another backbone) raises its one-line ``ConfigError`` before any work."""
+        for k in (only if only is not None else list(self.metrics)):
+            try:
+                self.metrics[k].bind_run(run_cfg, None if indices is None else list(indices))
+            except ALMError as err:
+                raise type(err)(f"metrics.{k}: {err}") from None
 
 
 def _container(node: Any) -> dict:
@@ -82,7 +94,7 @@ def metric_entries(node: Any) -> tuple[dict, dict[str, dict]]:
 
 def prepare_metrics(node: Any, only: Optional[list[str]] = None, skip_unavailable: Optional[bool] = None) -> MetricSet:
     """Build the metrics of a ``metrics`` node and check their weights (no loading, no network)."""
-    from alm.runner import build
+    from alm.config import build
 
     options, entries = metric_entries(node)
     if only:
@@ -110,6 +122,11 @@ def prepare_metrics(node: Any, only: Optional[list[str]] = None, skip_unavailabl
             continue
         except ALMError as err:
             raise type(err)(f"metrics.{key}: {err}") from None
+        if metric.per_sample and metric.aggregate not in ("mean", "compute", None):
+            raise ConfigError(f"metrics.{key}: {type(metric).__name__}.aggregate={metric.aggregate!r} "
+                              "(choose 'mean', 'compute' or None)")
+        if ranked[key] and metric.higher_is_better is None:
+            raise ConfigError(f"metrics.{key}: {metric.describe()} has no better direction; set rank: false")
         metrics[key] = metric
     if not metrics and entries:
         raise ConfigError(f"metrics: every metric of {options.get('name', 'the set')} is unavailable ({', '.join(skipped)})")

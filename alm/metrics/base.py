@@ -3,12 +3,21 @@
 A metric is a streaming object (torchmetrics' ``update`` / ``compute`` pattern) built from a config node
 of the ``metrics`` group. It declares
 
-- ``higher_is_better``: the direction the averaged-rank tables use;
+- ``higher_is_better``: the direction the averaged-rank tables use (None: no direction, e.g. a value
+  that is best at a target; such a metric must be ``rank: false``);
 - ``region``: where it is computed: ``full`` (the whole image, default), ``hole`` (the generated
   region, mask = 1) or ``known`` (the observed region, mask = 0). Not every metric supports every
   region (``regions``); asking for another is a one-line ``ConfigError``;
 - ``per_sample``: True if ``update`` returns one value per sample (written as per-sample rows and
-  averaged in a separate step); False for set metrics (FID, KID) that only have a ``compute()``.
+  averaged in a separate step); False for set metrics (FID, KID) that only have a ``compute()``;
+- ``aggregate`` (per-sample metrics): how a run's summary value is made: ``"mean"`` (default) the mean
+  of the finite per-sample values, ``"compute"`` the metric's own ``compute()`` over the whole set (stored
+  beside the rows), None no summary value (rows only, e.g. an index).
+
+A metric that needs the run itself (its config: the Gaussian-mixture metrics build the run's mixture
+and read its seed) overrides ``bind_run(run_cfg, indices)``: the evaluation stage calls it before the
+run's samples are passed to ``update``, with the run's resolved config (``alm.run_folder.run_config``,
+None if the folder has none) and the indices of the samples in the order they will be passed.
 
 Inputs are in data space: ``output`` / ``source`` (B, C, H, W) in [-1, 1]; ``mask`` (B, 1, H, W) with
 1 = hole (to generate), as in ``alm.masks``.
@@ -39,8 +48,10 @@ class Metric:
     """Base class. Subclasses set ``higher_is_better`` and implement ``values`` (per-sample metrics) or
     override ``update`` / ``compute`` / ``reset`` (set metrics)."""
 
-    higher_is_better: bool = False
+    higher_is_better: Optional[bool] = False
     per_sample: bool = True
+    #: per-sample metrics: the summary value is the rows' "mean", the set's "compute()", or None (none)
+    aggregate: Optional[str] = "mean"
     #: the regions this metric can be computed on
     regions: tuple[str, ...] = REGIONS
     #: a short human name used in messages ("LPIPS (alex)")
@@ -64,6 +75,12 @@ class Metric:
     def setup(self, device: torch.device) -> None:
         """Load networks onto ``device`` (called once, after ``check_available``)."""
         self.device = torch.device(device)
+
+    def bind_run(self, run_cfg: Any, indices: Optional[Sequence[int]] = None) -> None:
+        """The run about to be evaluated: its resolved config (None if unknown) and the indices of its
+        samples in ``update`` order (None: not known yet, a check only). Called by the evaluation stage
+        before the updates (and before ``setup``); raise a one-line ``ConfigError`` if the metric does not
+        fit the run. Default: nothing (a metric of the images alone)."""
 
     # -- streaming ----------------------------------------------------------------------------------
     def values(self, output: torch.Tensor, source: torch.Tensor, mask: torch.Tensor,

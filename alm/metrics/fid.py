@@ -88,7 +88,7 @@ class _SetMetric(Metric):
             self.inception_dim, self.net = feature, None
             self.feature_id = f"inception{feature}"
         elif isinstance(feature, dict) and "_target_" in feature:
-            from alm.runner import build
+            from alm.config import build
 
             self.inception_dim = None
             self.net = build(feature)
@@ -165,7 +165,7 @@ class _SetMetric(Metric):
         return self.cache_dir / "reference" / self.feature_id / f"{name}-{split}-{h}x{w}-n{num}-{key}.pt"
 
     def _load_reference(self) -> None:
-        from alm.runner import build
+        from alm.config import build
 
         ref = self.reference
         dataset = build(ref["dataset"])

@@ -1,7 +1,8 @@
 """MSE, PSNR and SSIM (torchmetrics), on the full image or a masked region.
 
 All three compare the output (clamped to the image range) with the source on the [0, 1] scale
-(``data_range = 1``), exactly as the runner's per-sample rows (``alm.sample_metrics``) do.
+(``data_range = 1``). ``metrics=basic`` (the runner's default set: mse, mse_hole, psnr, ssim) is these
+classes; so are the same columns of ``metrics=pixel`` and ``metrics=gmm``.
 The full-image value is torchmetrics' own; a region is the weighted mean of the same per-pixel
 quantity over the region's pixels and channels (``alm.metrics.base.masked_mean``), so with an
 all-ones mask every masked variant equals torchmetrics' value (tested):

@@ -1,0 +1,327 @@
+"""The Gaussian-mixture testbed's exact metrics as evaluation-stage metrics (``metrics=gmm``, docs/gmm.md).
+
+Each metric scores a run of ``backbone=gmm`` against the exact mixture the run sampled from: it builds
+that mixture from the run's config (``bind_run``: the ``backbone`` node of ``<run>/config.yaml``, which the
+evaluation stage passes with the sample indices), so a run of any other backbone is a one-line
+``ConfigError``. The math is ``alm.gmm_metrics`` (float64); every value judges the *completed* image
+(observation outside the hole, completion inside).
+
+Per sample (rows; ``aggregate`` says what goes into the run's summary):
+
+| column             | class              | summary                                            | direction |
+|--------------------|--------------------|----------------------------------------------------|-----------|
+| ``component``      | ``Component``      | none (an index)                                    | none      |
+| ``component_weight`` | ``ComponentWeight`` | mean of the rows                                | none      |
+| ``coherent``       | ``Coherent``       | mean of the rows (= ``coherence``)                 | higher    |
+| ``posterior_loglik`` | ``PosteriorLogLik`` | mean over the whole set (``compute``)           | none      |
+| ``variance_ratio`` | ``VarianceRatio``  | nan-mean over the whole set (``compute``)          | none (best at 1) |
+
+Set metrics (one value per run): ``Coherence`` (higher), ``TotalVariation`` (``tv``, lower),
+``EnergyDistance`` (lower), ``VarianceLogError`` (|log variance_ratio|, lower), ``PosteriorLogLikExact``
+(the exact draws' mean posterior log-density: a reference, no direction).
+
+The summaries are computed in one float64 pass over all of the run's samples, exactly as the runner's
+former ``gmm_metrics.run_summary`` did (same operations in the same order: bitwise the same numbers), so
+the committed tables (results/gmm/) reproduce. Per-sample rows are computed per evaluation batch, like the
+runner's former rows were per sampling batch (BLAS sums may differ in the last bit between batch sizes;
+conf/metrics/gmm.yaml uses batches of 250, the testbed experiment's batch size).
+
+Seed of the exact reference draws (``EnergyDistance``, ``PosteriorLogLikExact``): draw k of sample i comes
+from ``SampleGenerators(seed, [i], stream=REFERENCE_STREAM + k)`` with ``seed`` the RUN's seed
+(``seed`` in its config.yaml) unless the metric's ``seed`` option is set; the former runner summary used
+the run's seed too, so every run, seed 0 included, gets exactly its former numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+
+from alm import gmm_metrics as gm
+from alm.backbones.gmm import GaussianMixture
+from alm.errors import ConfigError, DataError
+from alm.metrics.base import Metric, _as_batch_mask
+
+#: the ``_target_`` of the run's ``backbone`` node these metrics accept
+GMM_TARGET = "alm.backbones.gmm.GaussianMixture"
+
+
+def run_mixture(run_cfg: Any, what: str = "this metric") -> GaussianMixture:
+    """The exact mixture a run sampled from, built from its config's ``backbone`` node (``alm.config.build``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from alm.config import build
+
+    if run_cfg is None:
+        raise ConfigError(f"{what} needs the run's config.yaml (the mixture it sampled from); the run folder has none")
+    node = run_cfg.get("backbone")
+    target = node.get("_target_") if node is not None else None
+    if target != GMM_TARGET:
+        name = (node.get("name") or target) if node is not None else None
+        raise ConfigError(f"{what} scores against the exact Gaussian mixture: it needs a run with backbone=gmm, "
+                          f"not backbone={name}")
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    key = json.dumps(plain, sort_keys=True, default=str)
+    if _BUILT.get("key") != key:  # the metrics of one set share one build (a copy each: devices stay apart)
+        mixture = build(node)
+        if not isinstance(mixture, GaussianMixture):  # pragma: no cover - the target says it is one
+            raise ConfigError(f"{what}: backbone node {target} did not build a GaussianMixture")
+        _BUILT.clear()
+        _BUILT.update(key=key, mixture=mixture.cpu().eval())
+    return copy.deepcopy(_BUILT["mixture"])
+
+
+#: the last mixture ``run_mixture`` built: ``key`` (its node as JSON) and ``mixture`` (on the CPU)
+_BUILT: dict[str, Any] = {}
+
+
+class MixtureMetric(Metric):
+    """Base of the mixture metrics: the run's mixture (``bind_run``), its seed and sample indices, and (for
+    metrics with a set-level value) the inputs of every update, concatenated at ``compute()``."""
+
+    regions = ("full",)  # a mixture metric judges the completed image, not a region of it
+    higher_is_better: Optional[bool] = None
+    #: keep every update's inputs for a set-level ``compute()``
+    keeps_set: bool = False
+
+    def __init__(self, region: str = "full") -> None:
+        super().__init__(region)
+        self.mixture: Optional[GaussianMixture] = None
+        self.run_seed: Optional[int] = None
+        self.indices: Optional[list[int]] = None
+        self._inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._labels: list[Any] = []
+
+    # -- the run ------------------------------------------------------------------------------------
+    def bind_run(self, run_cfg: Any, indices: Optional[Sequence[int]] = None) -> None:
+        self.mixture = run_mixture(run_cfg, self.title).to(self.device)
+        seed = run_cfg.get("seed")
+        self.run_seed = None if seed is None else int(seed)
+        self.indices = None if indices is None else [int(i) for i in indices]
+
+    def setup(self, device: torch.device) -> None:
+        super().setup(device)
+        if self.mixture is not None:
+            self.mixture.to(self.device)
+
+    def _mix(self) -> GaussianMixture:
+        if self.mixture is None:
+            raise ConfigError(f"{self.title} needs the run it scores (bind_run(run_config, indices); "
+                              "the evaluation stage does this)")
+        return self.mixture
+
+    def _cond(self, labels: Optional[Sequence[Any]], batch: int):
+        return gm.labels_to_cond(self._mix(), labels, batch)
+
+    # -- streaming ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, output: torch.Tensor, source: torch.Tensor, mask: torch.Tensor,
+               labels: Optional[Sequence[Any]] = None, metas: Optional[Sequence[dict]] = None) -> Optional[torch.Tensor]:
+        self._mix()
+        n = output.shape[0]
+        labels = list(labels) if labels is not None else [None] * n
+        if self.keeps_set:
+            self._inputs.append((output.float(), source.float(), _as_batch_mask(mask, output)))
+            self._labels += labels
+        if self.per_sample:
+            return super().update(output, source, mask, labels, metas)
+        return None
+
+    def values(self, output, source, mask, labels, metas) -> torch.Tensor:
+        return self.sample_values(self._mix(), gm.completed(output, source, mask), source, mask,
+                                  self._cond(labels, output.shape[0]))
+
+    def sample_values(self, mixture: GaussianMixture, x: torch.Tensor, x_obs: torch.Tensor, mask: torch.Tensor,
+                      cond) -> torch.Tensor:
+        """Per-sample values of completed images ``x`` (per-sample metrics)."""
+        raise NotImplementedError
+
+    def _whole_set(self):
+        """(outputs, sources, masks, cond) of every update so far, as one batch (as the runner's summary had)."""
+        x = torch.cat([a for a, _, _ in self._inputs])
+        x_obs = torch.cat([b for _, b, _ in self._inputs])
+        mask = torch.cat([c for _, _, c in self._inputs])
+        return x, x_obs, mask, self._cond(self._labels, x.shape[0])
+
+    def compute(self) -> float:
+        if not self.keeps_set:
+            return super().compute()
+        if not self._inputs:
+            return math.nan
+        return self.set_value(self._mix(), *self._whole_set())
+
+    def set_value(self, mixture: GaussianMixture, x: torch.Tensor, x_obs: torch.Tensor, mask: torch.Tensor,
+                  cond) -> float:
+        """The summary value of outputs ``x`` (NOT completed) of the whole set."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        super().reset()
+        self._inputs, self._labels = [], []
+
+
+# -- per sample ------------------------------------------------------------------------------------------
+class Component(MixtureMetric):
+    """The most likely component of the completed image (an index: rows only, no summary value)."""
+
+    title = "component of the completion"
+    aggregate = None
+
+    def sample_values(self, mixture, x, x_obs, mask, cond):
+        return gm.component(mixture, x)
+
+
+class ComponentWeight(MixtureMetric):
+    """The exact posterior weight, given the observation, of the completion's component."""
+
+    title = "posterior weight of the completion's component"
+
+    def sample_values(self, mixture, x, x_obs, mask, cond):
+        return gm.component_weight(mixture, x, x_obs, mask, cond)
+
+
+class Coherent(MixtureMetric):
+    """1 if the completion's component has posterior weight >= ``tau`` given the observation, else 0."""
+
+    title = "coherent"
+    higher_is_better = True
+
+    def __init__(self, tau: float = 1e-3, region: str = "full") -> None:
+        super().__init__(region)
+        self.tau = float(tau)
+
+    def sample_values(self, mixture, x, x_obs, mask, cond):
+        return gm.coherent(mixture, x, x_obs, mask, self.tau, cond)
+
+
+class PosteriorLogLik(MixtureMetric):
+    """log p(x[U] | x_obs[O]) under the exact posterior; summary: its mean over the whole set. No direction:
+    over-sharpened completions score above exact draws (compare with ``posterior_loglik_exact``)."""
+
+    title = "exact posterior log-density"
+    aggregate = "compute"
+    keeps_set = True
+
+    def sample_values(self, mixture, x, x_obs, mask, cond):
+        return gm.posterior_loglik(mixture, x, x_obs, mask, cond)
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        xc = gm.completed(x, x_obs, mask)
+        return float(gm.posterior_loglik(mixture, xc, x_obs, mask, cond).cpu().mean())
+
+
+def _set_variance_ratio(mixture, x, x_obs, mask) -> float:
+    return float(gm.sample_variance_ratio(mixture, gm.completed(x, x_obs, mask), mask).cpu().nanmean())
+
+
+class VarianceRatio(MixtureMetric):
+    """Mean over the hole of ((x - mu_k) / s_k)^2 for the completion's component k; summary: the nan-mean
+    over the whole set (1 = calibrated, < 1 over-sharpened; best at 1: see ``VarianceLogError``)."""
+
+    title = "variance ratio (best at 1)"
+    aggregate = "compute"
+    keeps_set = True
+
+    def sample_values(self, mixture, x, x_obs, mask, cond):
+        return gm.sample_variance_ratio(mixture, x, mask)
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        return _set_variance_ratio(mixture, x, x_obs, mask)
+
+
+# -- set metrics ---------------------------------------------------------------------------------------
+class SetMixtureMetric(MixtureMetric):
+    per_sample = False
+    keeps_set = True
+
+
+class Coherence(SetMixtureMetric):
+    """Share of the completions that are coherent with their observation (weight >= ``tau``)."""
+
+    title = "coherence"
+    higher_is_better = True
+
+    def __init__(self, tau: float = 1e-3, region: str = "full") -> None:
+        super().__init__(region)
+        self.tau = float(tau)
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        return float(gm.coherent(mixture, gm.completed(x, x_obs, mask), x_obs, mask, self.tau, cond).cpu().mean())
+
+
+class TotalVariation(SetMixtureMetric):
+    """Stratified total variation between the completions' component frequencies and the exact posterior
+    weights (``gmm_metrics.stratified_tv``)."""
+
+    title = "component total variation"
+    higher_is_better = False
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        k = gm.component(mixture, gm.completed(x, x_obs, mask)).cpu()
+        return gm.stratified_tv(k, mixture.posterior_weights(x_obs, mask, cond))
+
+
+class VarianceLogError(SetMixtureMetric):
+    """|log variance_ratio| of the whole set (0 = calibrated)."""
+
+    title = "|log variance ratio|"
+    higher_is_better = False
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        ratio = _set_variance_ratio(mixture, x, x_obs, mask)
+        return abs(math.log(ratio)) if ratio > 0 else math.inf
+
+
+class ReferenceDrawMetric(SetMixtureMetric):
+    """A set metric against exact posterior draws for the run's own observations (see the module doc:
+    ``seed`` None = the run's seed)."""
+
+    def __init__(self, seed: Optional[int] = None, region: str = "full") -> None:
+        super().__init__(region)
+        self.seed = None if seed is None else int(seed)
+
+    def bind_run(self, run_cfg: Any, indices: Optional[Sequence[int]] = None) -> None:
+        super().bind_run(run_cfg, indices)
+        if self.seed is None and self.run_seed is None:
+            raise ConfigError(f"{self.title}: the run's config has no seed; set the metric's seed option")
+
+    def _draws(self, mixture, x_obs, mask, cond, draws: int) -> torch.Tensor:
+        if self.indices is None:
+            raise ConfigError(f"{self.title} needs the run's sample indices (bind_run(run_config, indices))")
+        if len(self.indices) != x_obs.shape[0]:
+            raise DataError(f"{self.title}: bound to {len(self.indices)} sample indices but got {x_obs.shape[0]} samples")
+        seed = self.seed if self.seed is not None else self.run_seed
+        return gm.reference_draws(mixture, x_obs, mask, int(seed), self.indices, cond, draws)
+
+
+class EnergyDistance(ReferenceDrawMetric):
+    """Energy distance between the completed full images and ``draws`` exact posterior draws per observation
+    (pooled; unbiased U-statistic form, ~0 for exact draws, may be slightly negative)."""
+
+    title = "energy distance to exact draws"
+    higher_is_better = False
+
+    def __init__(self, seed: Optional[int] = None, draws: int = gm.REFERENCE_DRAWS, region: str = "full") -> None:
+        super().__init__(seed, region)
+        self.draws = int(draws)
+        if self.draws < 1:
+            raise ConfigError(f"{self.title}: draws={draws} must be at least 1")
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        draws = self._draws(mixture, x_obs, mask, cond, self.draws)
+        return gm.energy_distance_joint(gm.completed(x, x_obs, mask), torch.cat(list(draws)))
+
+
+class PosteriorLogLikExact(ReferenceDrawMetric):
+    """Mean exact posterior log-density of one exact draw per observation (reference draw 0): what
+    ``posterior_loglik`` is for the exact sampler on these observations (a reference, no direction)."""
+
+    title = "exact draws' posterior log-density"
+
+    def set_value(self, mixture, x, x_obs, mask, cond):
+        first = self._draws(mixture, x_obs, mask, cond, 1)[0]  # = draw 0 of the energy distance's draws
+        return float(gm.posterior_loglik(mixture, first, x_obs, mask, cond).mean())
