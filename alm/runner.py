@@ -12,9 +12,7 @@ with the same config computes only the missing samples.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,148 +20,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from alm import io, run_folder
-from alm.backbones.base import Backbone
-from alm.config import build, resolve_device
-from alm.errors import ConfigError, DataError, NumericalError
-from alm.methods.base import Method
+from alm.errors import DataError, NumericalError
+from alm.fingerprint import check_fingerprint, fingerprint, same_but_postprocessing
+from alm.parts import Parts, build_parts
 from alm.rng import SampleGenerators
 from alm.sampling import CallCounter, reverse
-from alm.schedule import Schedule, make_schedule
 from alm.tasks.base import Batch, Task
 
-#: config keys that do not change any sample's output (so they may change between restarts); dotted = nested.
-#: A task adds its own (``Task.non_output_keys``, as ``task.<key>``).
-NON_OUTPUT_KEYS = ("batch_size", "shard_index", "shard_count", "num_samples", "device", "threads", "progress", "paths", "hydra", "logger", "metrics",
-                   "backbone.device")  # backbone.device: ${device} (shards on other GPUs)
-SAMPLERS = ("ddim", "ddpm")
 COST_KEYS = ("seconds", "evaluations", "cached_evaluations")
-
-
-# --- fingerprints: one config per run folder ---------------------------------------------------------
-def _drop(d: Any, parts: list[str]) -> Any:
-    """``d`` without the nested entry ``parts`` (a copy; ``d`` itself is kept)."""
-    if not isinstance(d, dict) or parts[0] not in d:
-        return d
-    if len(parts) == 1:
-        return {k: v for k, v in d.items() if k != parts[0]}
-    return {**d, parts[0]: _drop(d[parts[0]], parts[1:])}
-
-
-def task_class(task_node: Any) -> type:
-    """The task's class from its config node (for its key lists, without building it)."""
-    from hydra.utils import get_class
-
-    target = (task_node or {}).get("_target_") if isinstance(task_node, (dict, DictConfig)) else None
-    if not target:
-        return Task
-    try:
-        return get_class(str(target))
-    except Exception as err:
-        raise ConfigError(f"task._target_={target}: cannot import it ({str(err).splitlines()[0]})") from None
-
-
-def _without(container: dict, keys: tuple[str, ...]) -> dict:
-    for key in keys:
-        container = _drop(container, key.split("."))
-    return container
-
-
-def _non_output_keys(container: dict) -> tuple[str, ...]:
-    task_keys = tuple(f"task.{k}" for k in task_class(container.get("task")).non_output_keys)
-    return NON_OUTPUT_KEYS + task_keys
-
-
-def fingerprint(cfg: DictConfig) -> dict:
-    """The part of the resolved config that can change a sample's output."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return _without(container, _non_output_keys(container))
-
-
-def _flatten(d: Any, prefix: str = "") -> dict:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
-def _stored_fingerprint(run_dir: Path) -> Optional[dict]:
-    path = run_dir / "fingerprint.json"
-    if not path.exists():
-        return None
-    old = json.loads(path.read_text())
-    return _without(old, _non_output_keys(old))  # folders written before a key became non-output
-
-
-def check_fingerprint(run_dir: Path, fp: dict) -> None:
-    """A run folder holds one config: refuse to mix samples of different configs in it."""
-    old = _stored_fingerprint(run_dir)
-    if old is None:
-        io.write_json(run_dir / "fingerprint.json", fp)
-        return
-    fp = _without(fp, _non_output_keys(fp))
-    if old != fp:
-        a, b = _flatten(old), _flatten(fp)
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-        raise ConfigError(
-            f"run folder {run_dir} holds samples of a different config (differs in: {', '.join(diff[:6])}); "
-            "delete the folder or choose another with hydra.run.dir=..."
-        )
-
-
-def same_but_postprocessing(run_dir: Path, cfg: DictConfig) -> bool:
-    """Whether ``run_dir`` holds this config's samples except for the task's post-processing keys."""
-    theirs = _stored_fingerprint(Path(run_dir))
-    if theirs is None:
-        return False
-    mine = fingerprint(cfg)
-    keys = tuple(f"task.{k}" for k in task_class(mine.get("task")).postprocess_keys)
-    return _without(theirs, keys) == _without(mine, keys)
-
-
-# --- build -------------------------------------------------------------------------------------------
-@dataclass
-class Parts:
-    """Everything a run is built from, checked for compatibility before any work starts."""
-
-    backbone: Backbone
-    dataset: Any
-    masks: Any
-    task: Task
-    method: Method
-    schedule: Schedule
-    device: torch.device
-
-
-def build_parts(cfg: DictConfig) -> Parts:
-    """Build and cross-check every part of a run (the one place config errors surface)."""
-    if cfg.sampler.name not in SAMPLERS:
-        raise ConfigError(f"sampler.name={cfg.sampler.name!r}: expected one of {', '.join(SAMPLERS)}")
-    if cfg.num_samples < 1 or cfg.batch_size < 1:
-        raise ConfigError("num_samples and batch_size must be positive")
-    if not 0 <= cfg.shard_index < cfg.shard_count:
-        raise ConfigError(f"shard_index={cfg.shard_index} must be in [0, shard_count={cfg.shard_count})")
-    device = resolve_device(cfg.device)
-    task = build(cfg.task)
-    method = build(cfg.method)
-    if not isinstance(task, Task):
-        raise ConfigError(f"task {cfg.task.get('_target_')} is not an alm.tasks.base.Task")
-    if not isinstance(method, Method):
-        raise ConfigError(f"method {cfg.method.get('_target_')} is not an alm.methods.base.Method")
-    if method.requires_backbone and cfg.backbone.get("_target_") != method.requires_backbone:
-        raise ConfigError(f"method={cfg.method.name} needs the backbone {method.requires_backbone}, not {cfg.backbone.name}")
-    masks = build(cfg.mask)
-    backbone = build(cfg.backbone).to(device).eval()
-    dataset = build(cfg.dataset)
-    method.check(backbone, task)
-    if hasattr(dataset, "check"):
-        dataset.check(backbone)
-    task.check(backbone, dataset, method)
-    if cfg.num_samples > len(dataset):
-        raise ConfigError(f"num_samples={cfg.num_samples} but dataset {cfg.dataset.name} has only {len(dataset)} items")
-    schedule = make_schedule(backbone.scheduler_config, int(cfg.sampler.steps), cfg.sampler.name)
-    return Parts(backbone, dataset, masks, task, method, schedule, device)
 
 
 # --- batches, sample, save ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def plain_run_dir(cfg, overrides: list[str]) -> Path | None:
     """For a row that sets the task's post-processing keys (the "*" rows' ``task.blend``...), the folder of
     the same row without them: the runner post-processes its samples instead of sampling them again
     (it checks that the folder holds the same config but those keys). None for any other row."""
-    from alm.runner import task_class
+    from alm.fingerprint import task_class
 
     keys = {f"task.{k}" for k in task_class(cfg.task).postprocess_keys}
     plain = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]

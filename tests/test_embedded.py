@@ -9,7 +9,8 @@ import torch
 from alm.classifier import load_classifier, predict
 from alm.config import compose
 from alm.rng import SampleGenerators
-from alm.runner import build, run
+from alm.config import build
+from alm.runner import run
 from alm.sampling import reverse
 from alm.schedule import make_schedule
 

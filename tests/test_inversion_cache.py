@@ -14,7 +14,8 @@ import torch
 from alm.config import compose, run_dir_for
 from alm.inversion_cache import InversionCache, InversionCacheWarning, backbone_identity
 from alm.config import build_method
-from alm.runner import fingerprint, run
+from alm.fingerprint import fingerprint
+from alm.runner import run
 from alm.sampling import CallCounter, invert
 from alm.schedule import make_schedule
 from alm.tasks.inpaint import inpainting_problem, masked_source
@@ -116,7 +117,7 @@ def test_switch_changes_neither_fingerprint_nor_folder(tmp_path):
 
 def _gmm_batch(n: int):
     cfg = compose(["method=alm", *FAST])
-    from alm.runner import build_parts
+    from alm.parts import build_parts
 
     comp = build_parts(cfg)
     items = [comp.dataset[i] for i in range(n)]

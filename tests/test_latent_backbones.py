@@ -31,7 +31,8 @@ from alm.errors import CheckpointError, ConfigError  # noqa: E402
 from alm.config import build_method  # noqa: E402
 from alm.methods.base import Eval, Problem  # noqa: E402
 from alm.rng import SampleGenerators  # noqa: E402
-from alm.runner import build, run  # noqa: E402
+from alm.config import build  # noqa: E402
+from alm.runner import run  # noqa: E402
 from alm.sampling import evaluate, invert, reverse  # noqa: E402
 from alm.schedule import make_schedule  # noqa: E402
 from conftest import load_script  # noqa: E402

@@ -17,6 +17,7 @@ from PIL import Image
 
 from alm.config import compose, run_dir_for
 from alm.errors import ConfigError, NumericalError
+from alm.fingerprint import same_but_postprocessing
 from alm.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,7 +262,7 @@ def test_folder_name_exclusions_agree_with_hydra_config():
 
 def test_the_device_is_not_part_of_a_runs_identity():
     """Shards of one run on different GPUs (device=cuda:k) share its folder: the backbone's device is not output."""
-    from alm.runner import fingerprint
+    from alm.fingerprint import fingerprint
 
     a, b = (compose(["backbone=sd15-tiny", f"device={d}"]) for d in ("cpu", "cuda:1"))
     assert a.backbone.device != b.backbone.device and fingerprint(a) == fingerprint(b)
@@ -296,5 +297,5 @@ def test_a_blended_run_reuses_its_plain_run(tmp_path, monkeypatch):
     assert driver.plain_run_dir(compose(plain), plain) is None
     # a folder made with another config is not reused (the runner checks its fingerprint)
     w = [*plain, "method.w2=0.5"]
-    assert not runner.same_but_postprocessing(plain_dir, compose([*w, "task.blend=true", "task.blend_mode=float"]))
-    assert runner.same_but_postprocessing(plain_dir, compose(star))
+    assert not same_but_postprocessing(plain_dir, compose([*w, "task.blend=true", "task.blend_mode=float"]))
+    assert same_but_postprocessing(plain_dir, compose(star))
