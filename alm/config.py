@@ -1,5 +1,5 @@
 """Config plumbing, in one place: resolvers, composing the project config, building objects from
-``_target_`` nodes, the device, and readable run-folder names."""
+``_target_`` nodes, the device. (Run-folder names: ``alm.run_names``.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from alm.errors import ALMError, ConfigError
 
@@ -15,19 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
 
-def run_name(task, dataset, backbone, method, mask, sampler, steps, seed, overrides="") -> str:
-    """<task>/<dataset>-<backbone>/<method>/<mask>-<sampler><steps>-seed<seed>[,<other overrides>]."""
-    name = f"{task}/{dataset}-{backbone}/{method}/{mask}-{sampler}{steps}-seed{seed}"
-    if overrides:
-        name += "," + str(overrides).replace("/", "_")
-    return name
-
-
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("alm_root"):
         OmegaConf.register_new_resolver("alm_root", lambda: str(ROOT))
-    if not OmegaConf.has_resolver("alm_run_name"):
-        OmegaConf.register_new_resolver("alm_run_name", run_name)
 
 
 def hydra_error_line(err: BaseException) -> str:
@@ -44,9 +34,10 @@ def hydra_error_line(err: BaseException) -> str:
     return head
 
 
-def compose(overrides: list[str] | None = None):
-    """Compose the project config outside ``run.py`` (tests, experiments); Hydra keys are kept.
-    A bad override is a one-line ConfigError naming the key and, for a group, its choices."""
+def compose_with_choices(overrides: list[str] | None = None) -> tuple[Any, dict]:
+    """Compose the project config outside ``run.py`` (tests, experiments) and return it with its config
+    group choices (``hydra.runtime.choices``). A bad override is a one-line ConfigError naming the key
+    and, for a group, its choices."""
     import yaml
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -58,33 +49,18 @@ def compose(overrides: list[str] | None = None):
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return hydra_compose(config_name="config", overrides=list(overrides or []), return_hydra_config=False)
+            cfg = hydra_compose(config_name="config", overrides=list(overrides or []), return_hydra_config=True)
+            choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     except (HydraException, OmegaConfBaseException, yaml.YAMLError) as err:
         raise ConfigError(hydra_error_line(err)) from None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
 
 
-#: override keys that name the folder's path components or do not change outputs (hydra.job.config)
-FOLDER_EXCLUDED = {
-    "task", "dataset", "backbone", "method", "mask", "sampler", "sampler.steps", "experiment", "seed", "batch_size",
-    "metrics", "logger",
-    "shard_index", "shard_count", "threads", "num_samples", "device", "progress", "paths.root", "paths.runs", "hydra.run.dir", "hydra.sweep.dir",
-    "task.inversion_cache", "task.cache_dir", "paths.cache", "paths.inversion_cache",
-}
-
-
-def override_dirname(overrides: list[str]) -> str:
-    """Hydra's ``job.override_dirname`` for these overrides (sorted ``k=v`` joined by ``,``)."""
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in FOLDER_EXCLUDED]
-    return ",".join(sorted(kept))
-
-
-def run_dir_for(cfg, overrides: list[str]) -> Path:
-    """The folder ``python run.py <overrides>`` writes to, for a composed ``cfg``."""
-    name = run_name(
-        cfg.task.name, cfg.dataset.name, cfg.backbone.name, cfg.method.name, cfg.mask.name,
-        cfg.sampler.name, cfg.sampler.steps, cfg.seed, override_dirname(overrides),
-    )
-    return Path(cfg.paths.runs) / name
+def compose(overrides: list[str] | None = None):
+    """The project config for ``overrides`` (see ``compose_with_choices``)."""
+    return compose_with_choices(overrides)[0]
 
 
 def build(node: Any, **kwargs: Any) -> Any:

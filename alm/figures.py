@@ -39,10 +39,8 @@ def _figure(width: float, height: float):
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.05)
-    tmp.replace(path)
+    with io.replacing(path) as f:  # a temporary name of this writer's own
+        fig.savefig(f, format="png", bbox_inches="tight", pad_inches=0.05)
     return path
 
 

@@ -3,6 +3,7 @@ sample's output, and a restart or another process must match it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -53,10 +54,12 @@ def _non_output_keys(container: dict) -> tuple[str, ...]:
     return NON_OUTPUT_KEYS + task_keys
 
 
-def fingerprint(cfg: DictConfig) -> dict:
-    """The part of the resolved config that can change a sample's output."""
+def fingerprint(cfg: DictConfig, inputs: Optional[dict] = None) -> dict:
+    """The part of the resolved config that can change a sample's output, plus the hashes of the input
+    files it reads (``input_hashes``) when given."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    return _without(container, _non_output_keys(container))
+    fp = _without(container, _non_output_keys(container))
+    return {**fp, "inputs": inputs} if inputs else fp
 
 
 def _flatten(d: Any, prefix: str = "") -> dict:
@@ -68,35 +71,82 @@ def _flatten(d: Any, prefix: str = "") -> dict:
     return out
 
 
+def config_hash(fp: dict, length: int = 10) -> str:
+    """A short hash of a fingerprint (canonical JSON): the injective part of a run folder's name."""
+    text = json.dumps(fp, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _digest(path: Path, content: bool) -> str:
+    """sha256 of a file's bytes (``content``), or of its size and modification time (large files)."""
+    if not path.exists():
+        return "missing"
+    if not content:
+        st = path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_hashes(*components: Any) -> dict[str, str]:
+    """One hash per component of the files it reads (``input_files()``: mask PNGs and a means file by
+    content, images by name, size and mtime), so that changed inputs under an unchanged path are refused."""
+    out = {}
+    for c in components:
+        files = c.input_files()
+        if not files:
+            continue
+        h = hashlib.sha256()
+        for kind in ("content", "stat"):
+            for f in sorted(Path(str(x)) for x in files.get(kind, [])):
+                h.update(f"{kind}:{f}:{_digest(f, kind == 'content')};".encode())
+        out[type(c).__name__] = h.hexdigest()[:16]
+    return out
+
+
 def _stored_fingerprint(run_dir: Path) -> Optional[dict]:
+    """The folder's fingerprint, None if it has none; a damaged file is a ConfigError (one line)."""
     path = run_dir / "fingerprint.json"
     if not path.exists():
         return None
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as err:
+        raise ConfigError(f"{path} is damaged ({type(err).__name__}); if the folder's samples are this config's, "
+                          "delete the file and run again (it is rewritten), else choose another folder") from None
     return _without(old, _non_output_keys(old))  # folders written before a key became non-output
 
 
-def check_fingerprint(run_dir: Path, fp: dict) -> None:
-    """A run folder holds one config: refuse to mix samples of different configs in it."""
-    old = _stored_fingerprint(run_dir)
+def check_fingerprint(run_dir: Path, fp: dict, has_samples: bool = True) -> None:
+    """A run folder holds one config: refuse to mix samples of different configs in it. A folder without
+    samples takes the new config (a run that stopped on bad input before its first sample)."""
+    path = run_dir / "fingerprint.json"
+    old = _stored_fingerprint(run_dir) if has_samples or not path.exists() else None
     if old is None:
-        io.write_json(run_dir / "fingerprint.json", fp)
+        io.write_json(path, fp)
         return
     fp = _without(fp, _non_output_keys(fp))
     if old != fp:
         a, b = _flatten(old), _flatten(fp)
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        what = "input files" if diff and all(k.startswith("inputs.") for k in diff) else "config"
         raise ConfigError(
-            f"run folder {run_dir} holds samples of a different config (differs in: {', '.join(diff[:6])}); "
+            f"run folder {run_dir} holds samples of a different {what} (differs in: {', '.join(diff[:6])}); "
             "delete the folder or choose another with hydra.run.dir=..."
         )
 
 
-def same_but_postprocessing(run_dir: Path, cfg: DictConfig) -> bool:
-    """Whether ``run_dir`` holds this config's samples except for the task's post-processing keys."""
+def same_but_postprocessing(run_dir: Path, cfg: DictConfig, inputs: Optional[dict] = None) -> bool:
+    """Whether ``run_dir`` holds this config's samples except for the task's post-processing keys (and
+    the same input files, when their hashes are given)."""
     theirs = _stored_fingerprint(Path(run_dir))
     if theirs is None:
         return False
-    mine = fingerprint(cfg)
-    keys = tuple(f"task.{k}" for k in task_class(mine.get("task")).postprocess_keys)
+    mine = fingerprint(cfg, inputs)
+    keys = tuple(f"task.{k}" for k in task_class(mine.get("task")).postprocess_keys) + (() if inputs else ("inputs",))
     return _without(theirs, keys) == _without(mine, keys)

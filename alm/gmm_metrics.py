@@ -25,6 +25,9 @@ Aggregates over a set (one observation per sample; repeated observations are fin
                        the unobserved entries): 2 E|A-B| - E|A-A'| - E|B-B'| with the UNBIASED (U-statistic)
                        within-set means (pairs i != j). Its expectation is the population energy distance: 0
                        for two exact draw sets, so estimates scatter around 0 and may be slightly negative.
+                       Pairwise distances are summed in bounded blocks (``mean_pairwise_distance``); the
+                       metric (``alm.metrics.gmm.EnergyDistance``) uses at most ``ENERGY_MAX_SAMPLES``
+                       observations (``energy_subsample``), so its time is bounded too.
 - ``variance_ratio``   mean of the per-sample ratio: 1 = calibrated, < 1 over-sharpened, > 1 too diffuse;
                        ``variance_log_error`` = |log variance_ratio| (for rankings).
 """
@@ -44,6 +47,9 @@ Tensor = torch.Tensor
 #: rng stream of the exact reference draws a run's summary compares against (0 sampler, 1 masks, 2 data)
 REFERENCE_STREAM = 3  # the exact reference draws use streams 3, 4, ... (never the sampler's own)
 REFERENCE_DRAWS = 4  # exact draws per observation (pooled) for the energy distance
+#: the energy distance is quadratic in the number of observations: above this many it uses a seeded
+#: subsample of this many (``energy_subsample``), i.e. at most 2,000 completions and 8,000 draws
+ENERGY_MAX_SAMPLES = 2000
 
 
 # --- per sample -------------------------------------------------------------------------------------
@@ -148,11 +154,17 @@ def _unobserved_rows(x: Tensor, mask: Tensor) -> Tensor:
     return (x * m).reshape(x.shape[0], -1).double()
 
 
-def mean_pairwise_distance(a: Tensor, b: Tensor, exclude_diagonal: bool = False, chunk: int = 1024) -> float:
-    """Mean Euclidean distance over pairs (a_i, b_j); over i != j if ``exclude_diagonal`` (a is b)."""
+def mean_pairwise_distance(a: Tensor, b: Tensor, exclude_diagonal: bool = False, chunk: int = 1024,
+                           cols: int = 8192) -> float:
+    """Mean Euclidean distance over pairs (a_i, b_j); over i != j if ``exclude_diagonal`` (a is b).
+
+    Computed in blocks of at most ``chunk`` x ``cols`` distances (64 MiB in float64), whatever the sizes;
+    with ``b`` of at most ``cols`` rows the blocks are whole rows of ``chunk`` (the sums of the former code,
+    bit for bit)."""
     total = 0.0
     for start in range(0, a.shape[0], chunk):
-        total += float(torch.cdist(a[start : start + chunk], b).sum())  # the diagonal of a set with itself is 0
+        for col in range(0, b.shape[0], cols):  # the diagonal of a set with itself is 0
+            total += float(torch.cdist(a[start : start + chunk], b[col : col + cols]).sum())
     pairs = a.shape[0] * (b.shape[0] - 1) if exclude_diagonal else a.shape[0] * b.shape[0]
     return total / pairs
 
@@ -181,6 +193,15 @@ def energy_distance_joint(x: Tensor, y: Tensor) -> float:
     median of the posterior, i.e. mode-seeking; the joint energy distance has no such bias.)
     """
     return energy_distance_rows(x.reshape(x.shape[0], -1).double(), y.reshape(y.shape[0], -1).double())
+
+
+def energy_subsample(n: int, seed: int, limit: Optional[int] = ENERGY_MAX_SAMPLES) -> Optional[Tensor]:
+    """The observations an energy distance of ``n`` uses: None (all of them) if ``limit`` is None or
+    ``n <= limit``, else ``limit`` positions, sorted: the first ``limit`` of ``torch.randperm(n)`` drawn with
+    a CPU generator seeded with ``seed`` (the reference draws' seed)."""
+    if limit is None or n <= limit:
+        return None
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[: int(limit)].sort().values
 
 
 def variance_ratio(mixture: GaussianMixture, x: Tensor, mask: Tensor) -> float:

@@ -4,26 +4,65 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
+def _host() -> str:
+    """Where a process id means one process: the host name and, on Linux, the pid namespace (containers
+    sharing a host name do not share process ids)."""
+    try:
+        return f"{socket.gethostname()}~{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+HOST = _host()
+_TEMPORARY = re.compile(r"\..+\.(\d+)@(.+)\.[0-9a-f]{8}\.tmp")
+
+
+def temporary_path(path: Path) -> Path:
+    """A sibling of ``path`` that no other writer uses, naming its writer: ``.<name>.<pid>@<HOST>.<random>.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}@{HOST}.{secrets.token_hex(4)}.tmp")
+
+
+def temporary_writer(name: str) -> Optional[tuple[int, str]]:
+    """``(pid, host)`` of the writer of a ``temporary_path``, None for any other file name."""
+    m = _TEMPORARY.fullmatch(name)
+    return (int(m[1]), m[2]) if m else None
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file whose content replaces ``path`` at once when the block ends (readers see the old file
+    or the new one, never a part). Each writer has its own temporary: concurrent writers of one path do
+    not collide, the last one wins."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with replacing(Path(path)) as f:
+        f.write(data)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with replacing(Path(path)) as f:
+        torch.save(obj, f)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -43,10 +82,8 @@ def save_png(image: torch.Tensor, path: Path, min_size: int = 64) -> None:
     scale = max(1, -(-min_size // min(pil.size)))
     if scale > 1:
         pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    pil.save(tmp)
-    os.replace(tmp, path)
+    with replacing(Path(path)) as f:
+        pil.save(f, format="PNG")
 
 
 def shown_masked(source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,6 @@ run left open by anything else). Offline runs are written under the run folder (
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -84,7 +83,9 @@ class WandbLogger(Logger):
         self._finished = False
         info = {"id": self.run.id, "mode": mode, "project": project, "dir": str(getattr(self.run, "dir", target)),
                 "job_type": job_type}
-        (self.run_dir / "wandb_run.json").write_text(json.dumps(info, indent=2) + "\n")
+        from alm.io import write_json
+
+        write_json(self.run_dir / "wandb_run.json", info)
 
     def log_samples(self, rows, key: str = "samples") -> None:
         if not rows:

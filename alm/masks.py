@@ -537,6 +537,10 @@ class MaskSource:
         if not self.name or "/" in self.name or "\\" in self.name:
             raise ConfigError(f"mask name {self.name!r} must be non-empty and without path separators")
 
+    def input_files(self) -> dict[str, list]:
+        """The mask PNGs of a ``folder`` source, hashed by content into a run's fingerprint."""
+        return {"content": list(self._folder_masks.files)} if self._folder_masks is not None else {}
+
     def get(self, index: int, size: tuple[int, int]) -> torch.Tensor:
         """The ``(1, H, W)`` float32 mask of sample ``index`` (1 = unobserved), validated."""
         size = _check_size(size)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from alm.backbones.base import Backbone
 from alm.config import build, resolve_device
@@ -31,15 +31,37 @@ class Parts:
     device: torch.device
 
 
-def build_parts(cfg: DictConfig) -> Parts:
-    """Build and cross-check every part of a run (the one place config errors surface)."""
+#: run keys that must be integers, with their least value (checked before any folder is written)
+INTEGER_KEYS = {"num_samples": 1, "batch_size": 1, "seed": 0, "shard_index": 0, "shard_count": 1, "sampler.steps": 1}
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """One-line ConfigErrors for the run's own keys: unset values (``???``), integers, the shard, the sampler."""
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        key = sorted(missing)[0]
+        raise ConfigError(f"{key} must be set: add {key}=... to the command")
+    for key, least in INTEGER_KEYS.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{key}={value!r}: expected an integer >= {least}")
+    if cfg.shard_index >= cfg.shard_count:
+        raise ConfigError(f"shard_index={cfg.shard_index} must be in [0, shard_count={cfg.shard_count})")
     if cfg.sampler.name not in SAMPLERS:
         raise ConfigError(f"sampler.name={cfg.sampler.name!r}: expected one of {', '.join(SAMPLERS)}")
-    if cfg.num_samples < 1 or cfg.batch_size < 1:
-        raise ConfigError("num_samples and batch_size must be positive")
-    if not 0 <= cfg.shard_index < cfg.shard_count:
-        raise ConfigError(f"shard_index={cfg.shard_index} must be in [0, shard_count={cfg.shard_count})")
-    device = resolve_device(cfg.device)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        return resolve_device(str(name))
+    except RuntimeError:  # torch's own message for an unknown device type is a paragraph
+        raise ConfigError(f"device={name!r}: expected auto, cpu, cuda or cuda:<index>") from None
+
+
+def build_parts(cfg: DictConfig) -> Parts:
+    """Build and cross-check every part of a run (the one place config errors surface)."""
+    check_run_keys(cfg)
+    device = _device(cfg.device)
     task = build(cfg.task)
     method = build(cfg.method)
     if not isinstance(task, Task):
@@ -50,6 +72,7 @@ def build_parts(cfg: DictConfig) -> Parts:
         raise ConfigError(f"method={cfg.method.name} needs the backbone {method.requires_backbone}, not {cfg.backbone.name}")
     masks = build(cfg.mask)
     backbone = build(cfg.backbone).to(device).eval()
+    backbone.name = str(cfg.backbone.get("name") or getattr(backbone, "name", "backbone"))  # build drops the label
     dataset = build(cfg.dataset)
     method.check(backbone, task)
     if hasattr(dataset, "check"):

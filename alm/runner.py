@@ -1,27 +1,33 @@
 """The runner: a config -> one run folder of per-sample outputs (layout: ``alm.run_folder``).
 
 Read it as EDM's ``generate.py``: ``build`` every part (every config error surfaces there, before any
-work) -> the ``batches`` still to do -> ``sample`` each batch through the one sampling core -> ``save``
-it -> ``summarize``. The runner knows no task, method or metric by name: the task (``conf/task/``)
-turns data into problems and outputs into records; the method (``conf/method/``) is a plug-in of
-``alm.sampling.reverse``; metrics are the evaluation stage's (``alm.evaluate``).
+work) -> ``fill`` the folder: claim the next batch still to do, ``sample`` it through the one sampling
+core, ``save`` it -> ``summarize``. The runner knows no task, method or metric by name: the task
+(``conf/task/``) turns data into problems and outputs into records; the method (``conf/method/``) is a
+plug-in of ``alm.sampling.reverse``; metrics are the evaluation stage's (``alm.evaluate``).
 
 A sample is done when its ``.pt`` exists (written atomically, last); an interrupted run started again
-with the same config computes only the missing samples.
+with the same config computes only the missing samples (an unreadable sample file counts as missing).
+Processes started on one folder share the work: each computes the samples it claims (``alm.claims``),
+none twice; what a killed process held goes to the others. The summary is made by one process at a time,
+and not again while no sample and no metric changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections import deque
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alm import io, run_folder
+from alm import claims, io, run_folder
 from alm.errors import DataError, NumericalError
-from alm.fingerprint import check_fingerprint, fingerprint, same_but_postprocessing
+from alm.fingerprint import check_fingerprint, fingerprint, input_hashes, same_but_postprocessing
 from alm.parts import Parts, build_parts
 from alm.rng import SampleGenerators
 from alm.sampling import CallCounter, reverse
@@ -30,25 +36,38 @@ from alm.tasks.base import Batch, Task
 COST_KEYS = ("seconds", "evaluations", "cached_evaluations")
 
 
-# --- batches, sample, save ---------------------------------------------------------------------------
-def batches(cfg: DictConfig, run_dir: Path, reusable: frozenset = frozenset()) -> list[list[int]]:
-    """This shard's samples that are not stored yet, in batches of ``batch_size`` (those in ``reusable``
-    in batches of their own, first)."""
-    done = run_folder.done_indices(run_dir)
-    todo = [i for i in range(cfg.shard_index, cfg.num_samples, cfg.shard_count) if i not in done]
-    size = int(cfg.batch_size)
-    out = []
-    for part in ([i for i in todo if i in reusable], [i for i in todo if i not in reusable]):
-        out += [part[k : k + size] for k in range(0, len(part), size)]
-    return out
+# --- claim, sample, save ----------------------------------------------------------------------------
+def claimed_batches(run_dir: Path, todo: list[int], size: int, mine: claims.Claims,
+                    wait: float = 1.0) -> Iterator[list[int]]:
+    """Batches of up to ``size`` samples of ``todo`` that this process claimed and that are not stored. A
+    sample another process holds is tried again later (it may finish it, or die); this ends when every
+    sample of ``todo`` is stored."""
+    queue = deque(todo)
+    while queue:
+        batch, busy = [], []
+        while queue and len(batch) < size:
+            i = queue.popleft()
+            if not mine.take(i):
+                busy.append(i)
+            elif run_folder.is_stored(run_dir, i):  # another process finished it
+                mine.release(i)
+            else:
+                batch.append(i)
+        queue.extend(busy)
+        if batch:
+            yield batch
+        elif queue:  # the rest is computed by other processes: wait for them (or for their claims to go stale)
+            time.sleep(wait)
 
 
-def sample(parts: Parts, batch: Batch, cfg: DictConfig) -> tuple[torch.Tensor, dict]:
-    """One batch through the sampling core: its outputs (data space) and its cost per sample."""
+def sample(parts: Parts, batch: Batch, cfg: DictConfig, callback: Optional[Callable[[int], None]] = None
+           ) -> tuple[torch.Tensor, dict]:
+    """One batch through the sampling core: its outputs (data space) and its cost per sample; ``callback``
+    after every step (the claims' refresh)."""
     counter, t0 = CallCounter(), time.perf_counter()
     problem = parts.task.problem(parts.backbone, parts.method, batch, parts.schedule, counter)
     z = reverse(parts.backbone, parts.method, problem, parts.schedule, SampleGenerators(int(cfg.seed), batch.indices),
-                guidance=float(cfg.sampler.guidance), sampler=cfg.sampler.name, counter=counter)
+                guidance=float(cfg.sampler.guidance), sampler=cfg.sampler.name, counter=counter, callback=callback)
     outputs = parts.task.finish(parts.backbone, batch, z)
     n = len(batch)
     # evaluations = the method's cost (made + read from the inversion cache): the same whatever the cache held
@@ -86,8 +105,6 @@ def run(cfg: DictConfig, run_dir: Path, reuse_from: Optional[Path] = None) -> di
     "*" rows' blend): its samples are post-processed instead of sampled again (the experiment layer
     decides this; ``scripts/run_experiment.py``).
     """
-    from tqdm.auto import tqdm
-
     from alm.loggers import make_logger
     from alm.metrics import prepare_metrics
 
@@ -98,51 +115,101 @@ def run(cfg: DictConfig, run_dir: Path, reuse_from: Optional[Path] = None) -> di
     metric_set = prepare_metrics(cfg.get("metrics"))  # a metric whose weights are missing stops here too
     metric_set.bind_run(cfg)  # and one that does not fit the run (the mixture's metrics on another backbone)
     run_dir.mkdir(parents=True, exist_ok=True)
-    check_fingerprint(run_dir, fingerprint(cfg))
+    inputs = input_hashes(parts.dataset, parts.masks, parts.backbone)  # files under an unchanged path may change
+    check_fingerprint(run_dir, fingerprint(cfg, inputs), has_samples=bool(run_folder.done_indices(run_dir)))
     io.atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     diverged = run_dir / run_folder.DIVERGED
     if diverged.is_file():  # a config that diverged stays diverged (same fingerprint): say so without sampling again
         raise NumericalError(f"{diverged.read_text().strip()} (recorded in {diverged}; delete it to try again)")
-    if reuse_from is not None and not same_but_postprocessing(reuse_from, cfg):
+    if reuse_from is not None and not same_but_postprocessing(reuse_from, cfg, inputs):
         reuse_from = None
-    reusable = frozenset(run_folder.done_indices(reuse_from)) if reuse_from is not None else frozenset()
+    run_folder.remove_leftovers(run_dir)  # temporary files and claims of killed processes
+    stored = run_folder.stored_samples(run_dir)  # a damaged sample file is set aside: computed again
+    todo = [i for i in range(cfg.shard_index, cfg.num_samples, cfg.shard_count) if i not in stored]
     with make_logger(cfg.get("logger"), run_dir, cfg) as logger:  # one logger run per job, finished on a crash
-        todo = batches(cfg, run_dir, reusable)
-        bar = tqdm(total=sum(map(len, todo)), unit="sample", desc=str(cfg.method.name), disable=not cfg.progress)
         try:
-            for indices in todo:
-                batch = parts.task.load(parts.dataset, parts.masks, indices, parts.device)
-                if reuse_from is not None and set(indices) <= reusable:  # a whole batch of reusable samples
-                    outputs, cost = reuse(parts, batch, reuse_from)
-                else:
-                    outputs, cost = sample(parts, batch, cfg)
-                save(run_dir, parts.task, batch, outputs, cost)
-                bar.update(len(indices))
+            fill(parts, cfg, run_dir, todo, reuse_from)
         except NumericalError as err:
             io.atomic_write_bytes(diverged, (str(err) + "\n").encode())
             raise
-        finally:
-            bar.close()
-        summary, rows = summarize(run_dir, cfg, metric_set, parts.device)
-        run_folder.write_grid(run_dir, range(int(cfg.num_samples)), parts.task.panels)
+        summary, rows = summarize(run_dir, cfg, metric_set, parts.device, parts.task.panels)
         logger.log_samples(rows)
         logger.log_summary(summary, run_dir / "grid.png")
     return summary
 
 
-def summarize(run_dir: Path, cfg: DictConfig, metric_set: Any, device: torch.device) -> tuple[dict, list[dict]]:
-    """The run's summary (mean cost per sample, then the evaluation stage's values once every sample is
-    stored) and its per-sample rows; writes summary.json, table.md and metrics.csv."""
+def fill(parts: Parts, cfg: DictConfig, run_dir: Path, todo: list[int], reuse_from: Optional[Path] = None) -> None:
+    """Compute the samples of ``todo`` that no other process computes: batch by claimed batch, those stored
+    in ``reuse_from`` first (post-processed, not sampled)."""
+    from tqdm.auto import tqdm
+
+    reusable = set(run_folder.stored_samples(reuse_from)) if reuse_from is not None else set()
+    bar = tqdm(total=len(todo), unit="sample", desc=str(cfg.method.name), disable=not cfg.progress)
+    try:
+        with claims.Claims(run_dir) as mine:
+            for part in ([i for i in todo if i in reusable], [i for i in todo if i not in reusable]):
+                for indices in claimed_batches(run_dir, part, int(cfg.batch_size), mine):
+                    batch = parts.task.load(parts.dataset, parts.masks, indices, parts.device)
+                    if indices[0] in reusable:
+                        outputs, cost = reuse(parts, batch, reuse_from)
+                    else:
+                        outputs, cost = sample(parts, batch, cfg, callback=mine.refresh)
+                    save(run_dir, parts.task, batch, outputs, cost)
+                    mine.release(*indices)
+                    bar.update(len(indices))
+    finally:
+        bar.close()
+
+
+# --- the summary -------------------------------------------------------------------------------------
+def summarize(run_dir: Path, cfg: DictConfig, metric_set: Any, device: torch.device,
+              panels: Callable[[dict], list] = run_folder.inpainting_panels) -> tuple[dict, list[dict]]:
+    """The run's summary and per-sample rows (see ``make_summary``). One process at a time makes it; it is
+    read back instead while no sample file and no metric changed since it was made."""
+    run_dir = Path(run_dir)
+    with claims.locked(run_dir, "summary"):  # other processes wait, then find it current
+        stored = run_folder.stored_samples(run_dir)
+        stamp, stamp_file = summary_stamp(cfg, stored), run_dir / run_folder.SUMMARY_STAMP
+        if stamp_file.is_file() and stamp_file.read_text() == stamp and (run_dir / "summary.json").is_file():
+            return stored_summary(run_dir)
+        made = make_summary(run_dir, cfg, metric_set, device, panels, sorted(i for i in stored if i < cfg.num_samples))
+        io.atomic_write_bytes(stamp_file, stamp.encode())  # last: the summary is complete
+        return made
+
+
+def summary_stamp(cfg: DictConfig, stored: dict) -> str:
+    """What a summary is made from: the metrics, the samples asked for and each such file's size and time
+    (a sample added, computed again or set aside changes it)."""
+    metrics = OmegaConf.to_container(cfg.metrics, resolve=True) if cfg.get("metrics") is not None else None
+    files = sorted((i, st.st_size, st.st_mtime_ns) for i, st in stored.items() if i < cfg.num_samples)
+    return hashlib.sha256(json.dumps([metrics, int(cfg.num_samples), files], default=str).encode()).hexdigest()
+
+
+def make_summary(run_dir: Path, cfg: DictConfig, metric_set: Any, device: torch.device,
+                 panels: Callable[[dict], list], indices: list[int]) -> tuple[dict, list[dict]]:
+    """Mean cost per sample, then the evaluation stage's values once every sample is stored, and the
+    per-sample rows; writes summary.json, table.md, metrics.csv and grid.png. Reads each sample file at
+    most once (the evaluation hands over the costs of the files it read)."""
     from alm.tables import markdown_table, write_csv
 
     n = int(cfg.num_samples)
-    rows = run_folder.cost_rows(run_dir, range(n))
-    summary: dict[str, Any] = {"method": cfg.method.name, "samples": len(rows)}
-    if metric_set.metrics and len(rows) == n:  # the evaluation stage, once every shard is done (cached in <run>/eval/)
+    ev = None
+    if metric_set.metrics and len(indices) == n:  # the evaluation stage, once every shard is done (cached in <run>/eval/)
         from alm.evaluate import evaluate_run
 
         ev = evaluate_run(run_dir, metric_set, device, progress=bool(cfg.progress), label=str(cfg.method.name),
                           num_samples=n)
+    costs, pictures = dict(ev.costs) if ev is not None else {}, []
+    for i in indices:
+        if i not in costs or len(pictures) < run_folder.GRID_ROWS:
+            record = run_folder.read_sample(run_dir, i)  # None if unreadable (set aside: the next run computes it)
+            if record is not None:
+                costs[i] = record.get("cost", record.get("metrics", {}))
+                if len(pictures) < run_folder.GRID_ROWS:
+                    pictures.append(panels(record))
+    rows = [{"sample": i, **costs[i]} for i in indices if i in costs]
+    summary: dict[str, Any] = {"method": cfg.method.name, "samples": len(rows)}
+    if ev is not None:
         summary.update({k: v for k, v in ev.summary.items() if k not in ("label", "samples")})
         by_sample = {r["sample"]: r for r in ev.rows}
         rows = [{**by_sample.get(r["sample"], {}), **r} for r in rows]
@@ -153,5 +220,16 @@ def summarize(run_dir: Path, cfg: DictConfig, metric_set: Any, device: torch.dev
     if rows:
         write_csv(run_dir / "metrics.csv", list(dict.fromkeys(k for r in rows for k in r)), rows)
     io.write_json(run_dir / "summary.json", summary)
-    (run_dir / "table.md").write_text(markdown_table([summary], title=str(run_dir)))
+    io.atomic_write_bytes(run_dir / "table.md", markdown_table([summary], title=str(run_dir)).encode())
+    run_folder.save_grid(run_dir, pictures)
     return summary, rows
+
+
+def stored_summary(run_dir: Path) -> tuple[dict, list[dict]]:
+    """The summary and per-sample rows written by ``make_summary`` (no sample file is read)."""
+    from alm.tables import read_csv, to_float
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    path = run_dir / "metrics.csv"
+    rows = read_csv(path)[1] if path.is_file() else []
+    return summary, [{k: int(v) if k == "sample" else to_float(v) for k, v in r.items() if v != ""} for r in rows]

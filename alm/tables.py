@@ -28,14 +28,16 @@ def markdown(columns: Sequence[str], rows: Sequence[Mapping[str, Any]], headers:
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: (r.get(c, "") if not isinstance(r.get(c), float) else repr(r[c])) for c in columns})
-    tmp.replace(path)
+    import io as _io
+
+    from alm.io import atomic_write_bytes  # a temporary name of this writer's own: processes may share a folder
+
+    buf = _io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: (r.get(c, "") if not isinstance(r.get(c), float) else repr(r[c])) for c in columns})
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

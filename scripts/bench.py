@@ -98,11 +98,11 @@ def tiny_unet_backbone(size: int = 32, channels: int = 3, classes: int = 10) -> 
     return DiffusersUNet.from_model(model, DDPM_LINEAR, num_classes=classes, name="unet_tiny")
 
 
-def _compose(group: str, name: str, overrides: list[str]) -> Any:
+def _compose(group: str, name: str, overrides: list[str], extra: tuple[str, ...] = ()) -> Any:
     from alm.config import compose
 
     try:
-        cfg = compose([f"{group}={name}"] + [f"{group}.{o}" for o in overrides])
+        cfg = compose([f"{group}={name}", *extra] + [f"{group}.{o}" for o in overrides])
     except Exception as err:  # Hydra's override / composition errors
         raise BenchError(f"conf/{group}/{name}.yaml: {str(err).splitlines()[0]}") from None
     return cfg[group]
@@ -131,7 +131,8 @@ def make_method(name: str) -> Method:
 
     if not (CONF / "method" / f"{name}.yaml").is_file():
         raise BenchError(f"unknown method {name!r}: use one of conf/method/*.yaml")
-    return build(_compose("method", name, []))
+    # the published weights of conf/method/<name>.yaml, not the default backbone's tuned ones (conf/tuned/)
+    return build(_compose("method", name, [], extra=("tuned@method=none",)))
 
 
 # --- recording and replaying the network calls ------------------------------------------------------

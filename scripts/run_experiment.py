@@ -7,6 +7,8 @@ An experiment has ``overrides`` (common to all runs), ``runs`` (label -> overrid
 point by the paper's rank rule over ``rank`` becomes the extra run "<label> (tuned)" on the test
 set), and ``columns``. Runs land in the same folders ``python run.py <overrides>`` would use, so
 finished runs are reused and interrupted ones resumed; the table records the command that made it.
+A run that diverges (NaN, or a blow-up beyond ``alm.sampling.MAX_ABS``) is a row of NaN metrics with a
+note, ranked last, in the table as in a sweep.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import shlex
 import sys
 import time
@@ -24,12 +27,14 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from alm.config import compose, run_dir_for  # noqa: E402
+from alm.config import compose  # noqa: E402
+from alm.run_names import run_dir_for  # noqa: E402
 from alm.errors import ALMError, ConfigError, NumericalError  # noqa: E402
 from alm.evaluate import evaluate_experiment, evaluate_runs, plan_evaluation  # noqa: E402
 from alm.figures import comparison_grid, sweep_plot  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
 from alm.runner import run  # noqa: E402
+from alm.sampling import MAX_ABS  # noqa: E402
 from alm.tables import markdown_table  # noqa: E402
 
 
@@ -81,13 +86,26 @@ def sweep_directions(exp, plan) -> dict[str, bool]:
     raise ConfigError("an experiment with sweeps needs `rank:` or an `evaluate:` section to choose by")
 
 
+def diverged_note(err: NumericalError) -> str:
+    """A table's note for a run that diverged: what it produced and at which step (no sample list)."""
+    found = re.search(r"produced (.+?) at step (\d+)", str(err))
+    return f"diverged: {found[1]} at step {found[2]}" if found else "diverged"
+
+
+def run_or_diverged(overrides: list[str], label: str, keys) -> dict:
+    """``run_one``, or for a run that diverges the row marked so: NaN for ``keys`` (it ranks last), a note."""
+    try:
+        return run_one(overrides, label)
+    except NumericalError as err:  # a diverging setting is a result, not the end of the table or the sweep
+        print(f"  diverged: {err}", flush=True)
+        return {"method": label, **{k: math.nan for k in keys if k != "method"}, "note": diverged_note(err)}
+
+
 def sweep_row(overrides: list[str], label: str, plan, directions) -> dict:
     """One grid point: sample it (resumable), then add the evaluation stage's summary when there is one."""
-    try:
-        row = run_one(overrides, label)
-    except NumericalError as err:  # a diverging setting is a result of the sweep: it ranks last
-        print(f"  diverged: {err}", flush=True)
-        return {k: math.nan for k in directions} | {"note": "diverged (NaN)"}
+    row = run_or_diverged(overrides, label, directions)
+    if "_dir" not in row:  # diverged
+        return row
     if plan is not None:
         (res,) = evaluate_runs([(label, row["_dir"], row["_n"])], plan.mset, plan.cfg)
         row.update({k: v for k, v in res.summary.items() if k not in ("label", "samples")})
@@ -141,7 +159,7 @@ def run_sweeps(exp, common: list[str], extra: list[str], output: Path, plan=None
         rule = ", ".join(f"{k} ({'higher' if v else 'lower'})" for k, v in directions.items())
         head = (f"# Sweeps of {exp.name}\n\nValidation overrides: `{' '.join(exp.get('validation', []))}`. "
                 f"Chosen per method: rank 1 by the paper's rule over {rule}; a tie goes to the first point in "
-                f"grid order. Diverged points (NaN) rank last.\n\n")
+                f"grid order. Diverged points (NaN, or values beyond {MAX_ABS:g} while sampling) rank last.\n\n")
         name = "sweep.md" if only is None else f"sweep_{'_'.join(sorted(chosen))}.md".replace(" ", "_")
         (output / name).write_text(head + "\n".join(lines))
     return chosen
@@ -227,15 +245,18 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
             if not exp.get("sweeps"):
                 raise ConfigError(f"{args.experiment} has no sweeps")
             return 0
+        keys = [*exp.columns, *exp.get("rank", {})]
         for label, overrides in runs.items():
             if only is None or label in only:
-                summaries.append({**run_one(merge_overrides(common, overrides, extra), label), "setting": " ".join(overrides)})
+                row = run_or_diverged(merge_overrides(common, overrides, extra), label, keys)
+                summaries.append({**row, "setting": " ".join(overrides)})
     except ALMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - t_start
+    finished = [s for s in summaries if "_dir" in s]  # a diverged row has no samples to show or evaluate
 
-    columns = list(exp.columns)
+    columns = list(exp.columns) + (["note"] if len(finished) < len(summaries) else [])
     if "rank" in exp:
         ranked = [s for s in summaries if s["method"] not in set(exp.get("unranked", []))]
         for s, k in zip(ranked, rank_column(ranked, {k: v == "higher" for k, v in exp.rank.items()})):
@@ -247,7 +268,7 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(summaries)
-    grids = [(s["method"], s["_dir"]) for s in summaries if s["method"] in set(exp.get("grid", [s["method"] for s in summaries]))]
+    grids = [(s["method"], s["_dir"]) for s in finished if s["method"] in set(exp.get("grid", [s["method"] for s in summaries]))]
     if grids and exp.get("grid_per_run", False):  # runs on different data: one masked | output grid each
         for label, run_dir in grids:
             slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
@@ -257,7 +278,7 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
     print((output / "table.md").read_text())
     if plan is not None:  # the evaluation stage: evaluation_table.md / .csv, evaluation_rows.csv, figures
         try:
-            print(evaluate_experiment(plan, [(s["method"], s["_dir"], s["_n"]) for s in summaries], output, command))
+            print(evaluate_experiment(plan, [(s["method"], s["_dir"], s["_n"]) for s in finished], output, command))
         except ALMError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -55,3 +55,9 @@ def test_sd15_tiny_table_has_every_row_and_the_authors_loop_agrees(bench, tmp_pa
     match = re.search(r"max \|alm - authors' loop\| = (\S+) over 1 image\(s\) \(outputs up to (\S+);", printed)
     assert match, printed
     assert float(match.group(1)) <= bench.AGREEMENT[bench.torch.float32] * float(match.group(2))
+
+
+def test_methods_are_composed_with_their_published_weights(bench):
+    """The bench claims conf/method/<name>.yaml's weights: not the default backbone's tuned ones (w2 = 5)."""
+    method = bench.make_method("alm")
+    assert (method.w1, method.w2) == (1.0, 0.005)

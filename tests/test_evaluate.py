@@ -170,3 +170,95 @@ def test_metrics_get_the_runs_config_and_indices_and_choose_their_summary(runs, 
     assert len(metrics["seen"].bound) == 1  # cached: not bound (nor computed) again
     md = write_tables([res], mset, tmp_path / "t", "cmd")
     assert "- `seen`: run-aware (no better direction, not ranked)" in md and "| seen |" in md and "seen ↑" not in md
+
+
+# -- runs that survive what users do: incomplete runs, different sample sets, damaged files ----------------
+def _cells(path, column):
+    return {r["label"]: r[column] for r in read_csv(path)[1]}
+
+
+def test_a_partial_copy_of_a_run_is_refused_flagged_or_compared_on_common_samples(runs, tmp_path, capsys):
+    """A run lacking samples its config asks for is not ranked silently (it was: FID on what it had)."""
+    partial = copy_run(runs["alm"], tmp_path / "runs", "alm_partial")
+    for i in (2, 3):
+        (partial / "samples" / f"0000{i}.pt").unlink()
+    base = [str(runs["alm"]), str(partial), "--only", "mse,fid_pixels", "progress=false"]
+    assert main([*base, "--out", str(tmp_path / "refused")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: incomplete run: alm_partial has 2/4 samples; finish it: python run.py ... ")
+    assert f"hydra.run.dir={partial}" in err and "--allow-incomplete" in err and err.count("\n") == 1
+    assert not (tmp_path / "refused").exists()
+    # --allow-incomplete: evaluated on what it has, flagged, unranked
+    assert main([*base, "--allow-incomplete", "--out", str(tmp_path / "flagged")]) == 0
+    table = tmp_path / "flagged" / "table.csv"
+    assert _cells(table, "samples") == {"alm": "4", "alm_partial": "2/4 (incomplete)"}
+    assert _cells(table, "rank") == {"alm": "1", "alm_partial": ""}
+    assert "| alm_partial | 2/4 (incomplete) |" in (tmp_path / "flagged" / "table.md").read_text()
+    assert "(--allow-incomplete)" in (tmp_path / "flagged" / "table.md").read_text()
+    # --common: both runs on the samples both have, ranked, and the table says so
+    assert main([*base, "--common", "--out", str(tmp_path / "common")]) == 0
+    assert _cells(tmp_path / "common" / "table.csv", "samples") == {"alm": "2/4 (common)", "alm_partial": "2/4 (common)"}
+    assert set(_cells(tmp_path / "common" / "table.csv", "rank").values()) == {"1"}  # the same samples: a tie
+    assert "the same 2 samples" in (tmp_path / "common" / "table.md").read_text()
+    assert len(read_csv(tmp_path / "common" / "rows.csv")[1]) == 4
+
+
+def test_runs_of_different_sizes_are_compared_on_common_samples_only(runs, tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from alm.errors import DataError
+    from alm.evaluate import evaluate_run
+
+    small = copy_run(runs["ddim"], tmp_path / "runs", "ddim_small")  # a complete run of 2 samples
+    for i in (2, 3):
+        (small / "samples" / f"0000{i}.pt").unlink()
+    cfg = OmegaConf.load(small / "config.yaml")
+    cfg.num_samples = 2
+    (small / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    base = [str(runs["alm"]), str(small), "--only", "mse", "progress=false", "--out", str(tmp_path / "t")]
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the runs have different samples (samples 0..n-1 of each: alm 4, ddim 2); pass --common")
+    assert main([*base, "--common"]) == 0
+    assert _cells(tmp_path / "t" / "table.csv", "samples") == {"alm": "2/4 (common)", "ddim": "2/2 (common)"}
+    # the library calls (runner, experiment driver) name the run's size: a missing sample is an error
+    with pytest.raises(DataError, match=r"lacks 2 of the 4 samples to evaluate \(2-3\); finish the run: python run.py"):
+        evaluate_run(small, prepare_metrics(compose_evaluate(["metrics=basic"]).metrics), torch.device("cpu"),
+                     progress=False, num_samples=4)
+
+
+def test_a_damaged_sample_file_is_one_line_naming_it_and_the_repair(runs, capsys):
+    run = runs["ddim"]
+    data = (run / "samples" / "00002.pt").read_bytes()
+    (run / "samples" / "00002.pt").write_bytes(data[: len(data) // 2])  # truncated
+    args = [str(run), "--only", "mse", "progress=false", "force=true"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'samples' / '00002.pt'}: unreadable sample (") and err.count("\n") == 1
+    assert err.rstrip().endswith(f"run the run's command again to recompute it: python run.py ... hydra.run.dir={run} "
+                                 f"(the run's config: {run / 'config.yaml'})")
+    (run / "samples" / "00002.pt").write_bytes(data)
+    (run / "samples" / "00001.pt").write_bytes(b"")  # zero bytes; Hydra wrote the run's overrides
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- backbone=gmm\n- method=ddim\n- shard_index=1\n- shard_count=2\n")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run / 'samples' / '00001.pt'}: unreadable sample (") and err.count("\n") == 1
+    assert err.rstrip().endswith("recompute it: python run.py backbone=gmm method=ddim")  # every shard, one process
+    from alm.evaluate import UnreadableSampleError, evaluate_run  # the runner can catch it and set the file aside
+
+    with pytest.raises(UnreadableSampleError) as caught:
+        evaluate_run(run, prepare_metrics(compose_evaluate(["metrics=basic"]).metrics), torch.device("cpu"),
+                     progress=False, force=True)
+    assert caught.value.path == run / "samples" / "00001.pt"
+
+
+def test_each_sample_file_is_read_once_per_evaluation(runs, monkeypatch):
+    from alm.evaluate import evaluate_run
+
+    loads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or load(f, *a, **k))
+    mset = prepare_metrics(compose_evaluate(["metrics=gmm"]).metrics)
+    res = evaluate_run(runs["alm"], mset, torch.device("cpu"), progress=False, force=True)
+    assert sorted(loads) == sorted(str(p) for p in (runs["alm"] / "samples").glob("*.pt"))
+    assert sorted(res.costs) == [0, 1, 2, 3] and "seconds" in res.costs[0]  # the runner's cost rows, read once

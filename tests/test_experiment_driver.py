@@ -103,3 +103,28 @@ def test_smoke_swaps_backbones_for_miniatures_everywhere(driver, monkeypatch, tm
     assert smoke.output == "results/runs/smoke/table6" and "skip_unavailable=true" in smoke.evaluate.overrides
     assert (tmp_path / "cache" / "smoke-data" / "celeba_hq" / "val" / "female").is_dir()
     assert exp.runs["ALM"][0] == "backbone=sd15"  # the experiment itself is untouched
+
+
+DIVERGING = """
+name: a row that diverges
+make: ''
+output: unused
+overrides: [backbone=gmm, dataset=gmm, mask=center, sampler.steps=5, num_samples=2, metrics=gmm]
+rank: {coherence: higher, tv: lower}
+runs: {ddim: [method=ddim], alm: [method=alm, method.w2=1e300], syncsde: [method=syncsde, method.lam=50]}
+columns: [method, coherence, tv]
+"""
+
+
+def test_a_diverged_run_is_a_row_marked_so_not_the_end_of_the_table(driver, tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(DIVERGING)
+    out = tmp_path / "out"
+    assert driver.main([str(exp), "--output", str(out), f"paths.runs={tmp_path / 'runs'}", "progress=false"]) == 0
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in (out / "table.md").read_text().splitlines()
+            if l.startswith("| ") and not l.startswith("| method")}
+    assert list(rows) == ["ddim", "alm", "syncsde"]
+    assert rows["ddim"][:2] != ["-", "-"] and rows["ddim"][-1] == "1"  # header: method, coherence, tv, note, rank
+    assert rows["alm"] == ["-", "-", "diverged: NaN/inf at step 0", "2"]
+    assert rows["syncsde"][:2] == ["-", "-"] and rows["syncsde"][2].startswith("diverged: values of magnitude")
+    assert (out / "grid.png").is_file()  # from the rows that finished

@@ -646,3 +646,51 @@ def test_committed_table_exact_row_reproduces(tmp_path):
     row = _table_row(Path(__file__).resolve().parents[1] / "results" / "gmm" / "table.md", "exact")
     for col in ("coherence", "tv", "energy_distance", "variance_ratio", "posterior_loglik", "mse_hole"):
         assert fmt(summary[col]) == row[col], (col, summary[col], row[col])
+
+
+# --- the energy distance's cost is bounded ---------------------------------------------------------------
+
+def test_pairwise_distances_are_summed_in_bounded_blocks(monkeypatch):
+    """Memory: no distance matrix larger than chunk x cols, whatever the sizes (same mean)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, 6, generator=g, dtype=torch.float64), torch.randn(130, 6, generator=g, dtype=torch.float64)
+    blocks, cdist = [], torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda x, y, *args, **kw: blocks.append((x.shape[0], y.shape[0])) or cdist(x, y))
+    assert gm.mean_pairwise_distance(a, b, chunk=16, cols=40) == pytest.approx(float(cdist(a, b).mean()), rel=1e-12)
+    assert max(r for r, _ in blocks) == 16 and max(c for _, c in blocks) == 40 and len(blocks) == 4 * 4
+    blocks.clear()
+    gm.mean_pairwise_distance(torch.zeros(3000, 2), torch.zeros(9000, 2))  # the defaults: 1024 x 8192 at most
+    assert max(r * c for r, c in blocks) <= 1024 * 8192
+
+
+def test_energy_distance_uses_a_seeded_subsample_above_2000_observations(gmm, monkeypatch):
+    """Time: above ENERGY_MAX_SAMPLES = 2,000 observations the metric uses a seeded subsample of 2,000
+    observations and their 4 draws each (rows passed to the pairwise distance are counted)."""
+    from alm.config import compose
+    from alm.metrics.gmm import EnergyDistance
+
+    n = 2100
+    x_obs, _ = _observations(gmm, n)
+    mask = _center_mask().expand(n, -1, -1, -1)
+    prior, _ = gmm.sample(SampleGenerators(1, range(n)))
+    run_cfg = OmegaConf.create(OmegaConf.to_container(compose(["backbone=gmm", "dataset=gmm", "seed=0"]), resolve=True))
+    calls, mpd = [], gm.mean_pairwise_distance
+    monkeypatch.setattr(gm, "mean_pairwise_distance", lambda a, b, *args, **kw: calls.append((a.shape[0], b.shape[0]))
+                        or mpd(a, b, *args, **kw))
+
+    def value(**options) -> float:
+        metric = EnergyDistance(**options)
+        metric.bind_run(run_cfg, list(range(100, 100 + n)))
+        for s in range(0, n, 700):
+            metric.update(prior[s : s + 700].float(), x_obs[s : s + 700], mask[s : s + 700])
+        return metric.compute()
+
+    first = value()
+    assert gm.ENERGY_MAX_SAMPLES == 2000 and calls == [(2000, 8000), (2000, 2000), (8000, 8000)]
+    assert value() == first  # seeded: the same subsample again
+    keep = gm.energy_subsample(n, 0)
+    assert keep.tolist() == sorted(set(keep.tolist())) and len(keep) == 2000 and gm.energy_subsample(2000, 0) is None
+    assert not torch.equal(keep, gm.energy_subsample(n, 1))  # the seed (the reference draws' seed) chooses it
+    calls.clear()
+    small = value(max_samples=None)  # every observation (quadratic)
+    assert calls[0] == (n, 4 * n) and abs(small - first) < 0.01

@@ -223,17 +223,16 @@ def test_crop_stays_the_default_and_unchanged(tmp_path):
 
 def test_paper_configs_read_images_as_the_authors(tmp_path):
     """afhq / celebahq / seasons / painters default to preprocess=authors; image_folder keeps crop."""
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+
+    from alm.config import compose
 
     for name in ("afhq", "celebahq", "seasons", "painters"):
         assert OmegaConf.load(CONF / "dataset" / f"{name}.yaml").preprocess == "authors", name
     assert OmegaConf.load(CONF / "dataset" / "image_folder.yaml").preprocess == "crop"
     Image.fromarray(_gradient(60, 30)).save(_folder(tmp_path / "afhq" / "val" / "cat") / "0.png")
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        cfg = compose(overrides=["+dataset=afhq", f"dataset.path={tmp_path / 'afhq'}", "dataset.resolution=16",
-                                 "dataset.pairs=1"])
+    cfg = compose(["dataset=afhq", f"dataset.path={tmp_path / 'afhq'}", "dataset.resolution=16", "dataset.pairs=1"])
     ds = instantiate(cfg.dataset)
     assert ds.preprocess == "authors"
     assert torch.equal(ds[0].image, _scaled(_authors_load_rgb(tmp_path / "afhq" / "val" / "cat" / "0.png", 16)))

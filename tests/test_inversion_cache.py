@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alm.config import compose, run_dir_for
+from alm.config import compose
+from alm.run_names import run_dir_for
 from alm.inversion_cache import InversionCache, InversionCacheWarning, backbone_identity
 from alm.config import build_method
 from alm.fingerprint import fingerprint
@@ -24,6 +25,7 @@ from conftest import LINEAR_SCHEDULER, ToyBackbone
 STEPS = 10
 FAST = ["backbone=gmm", "dataset=gmm", "mask=center", f"sampler.steps={STEPS}", "num_samples=4", "batch_size=4", "progress=false"]
 ON, OFF = "++task.inversion_cache=true", "++task.inversion_cache=false"  # ++: with or without the key in conf/task
+CACHED = [*FAST, ON]  # the gmm backbone leaves the cache off by default (task.inversion_cache=auto): switch it on
 
 
 def outputs(run_dir: Path) -> dict[int, torch.Tensor]:
@@ -58,9 +60,9 @@ def test_same_outputs_with_and_without_cache(tmp_path, monkeypatch):
 
 def test_sweep_over_weights_makes_no_inversion_calls(tmp_path, monkeypatch):
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path / "cache"))
-    run(compose(["method=alm", "method.w2=0.005", *FAST]), tmp_path / "a")
-    for point in (["method=alm", "method.w2=0.05", "method.w1=0.5"], ["method=alm_fused"], ["method=syncsde", "method.lam=50"]):
-        summary = run(compose([*point, *FAST]), tmp_path / "_".join(point))
+    run(compose(["method=alm", "method.w2=0.005", *CACHED]), tmp_path / "a")
+    for point in (["method=alm", "method.w2=0.05", "method.w1=0.5"], ["method=alm_fused"], ["method=syncsde", "method.lam=0.5"]):
+        summary = run(compose([*point, *CACHED]), tmp_path / "_".join(point))
         assert summary["cached_evaluations"] == STEPS  # every inversion evaluation was read from disk
     assert len(cache_files(tmp_path / "cache")) == 4
     # the same, counted at the network: a second inpainting_problem makes zero calls
@@ -76,16 +78,16 @@ def test_sweep_over_weights_makes_no_inversion_calls(tmp_path, monkeypatch):
 def test_entries_do_not_depend_on_the_batch(tmp_path, monkeypatch):
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path / "cache"))
     ref = outputs(_run(tmp_path / "b1-off", ["method=alm", *FAST, "batch_size=1", OFF]))
-    _run(tmp_path / "b4", ["method=alm", *FAST, "batch_size=4"])  # fills the cache from batches of 4
+    _run(tmp_path / "b4", ["method=alm", *CACHED, "batch_size=4"])  # fills the cache from batches of 4
     for bs in (1, 3):
-        d = _run(tmp_path / f"b{bs}", ["method=alm", *FAST, f"batch_size={bs}"])
+        d = _run(tmp_path / f"b{bs}", ["method=alm", *CACHED, f"batch_size={bs}"])
         assert all(r["cached_evaluations"] == STEPS for r in rows(d))  # every sample found, whatever its batch
         got = outputs(d)
         assert all((got[i] - ref[i]).abs().max() <= 1e-6 for i in ref)
     # a partly cached batch: samples 0, 1 stored by a 2-sample run, 2 and 3 computed beside them
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path / "cache2"))
-    _run(tmp_path / "two", ["method=alm", *FAST, "num_samples=2", "batch_size=2"])
-    d = _run(tmp_path / "mixed", ["method=alm", *FAST])
+    _run(tmp_path / "two", ["method=alm", *CACHED, "num_samples=2", "batch_size=2"])
+    d = _run(tmp_path / "mixed", ["method=alm", *CACHED])
     cached = [r["cached_evaluations"] for r in rows(d)]
     assert cached == [STEPS / 2] * 4  # batch average: 2 of 4 samples read (the sum is exact)
     got = outputs(d)
@@ -235,18 +237,18 @@ def test_corrupt_file_is_recomputed_with_a_warning(tmp_path, damage):
 
 def test_corrupt_file_in_a_run_and_unwritable_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path / "cache"))
-    ref = outputs(_run(tmp_path / "a", ["method=alm", *FAST]))
+    ref = outputs(_run(tmp_path / "a", ["method=alm", *CACHED]))
     for f in cache_files(tmp_path / "cache")[:2]:
         f.write_bytes(b"junk")
     with pytest.warns(InversionCacheWarning):
-        got = outputs(_run(tmp_path / "b", ["method=alm", *FAST]))
+        got = outputs(_run(tmp_path / "b", ["method=alm", *CACHED]))
     assert all(torch.equal(got[i], ref[i]) for i in ref)
     # a cache path that cannot be a folder: one warning, the run goes on without storing
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(blocker / "cache"))
     with pytest.warns(InversionCacheWarning, match="cannot be written"):
-        got = outputs(_run(tmp_path / "c", ["method=alm", *FAST]))
+        got = outputs(_run(tmp_path / "c", ["method=alm", *CACHED]))
     assert all(torch.equal(got[i], ref[i]) for i in ref)
 
 
@@ -288,3 +290,13 @@ def test_latent_backbone_tiny_sd15(tmp_path):
     assert counter.evaluations == 0 and counter.cached_evaluations == 2 * 3
     assert len(cache_files(tmp_path)) == 3  # the new prompt made one more entry
     assert torch.equal(other.observation.trajectory[:, 1], ref.observation.trajectory[:, 1]) and not torch.equal(other.observation.trajectory[:, 0], ref.observation.trajectory[:, 0])
+
+
+def test_auto_switch_skips_the_cache_on_an_analytic_backbone(tmp_path):
+    """On backbone=gmm reading an inversion from disk is slower than recomputing it: auto leaves the cache off."""
+    args = ["method=alm", *FAST, f"paths.inversion_cache={tmp_path / 'cache'}", "num_samples=1"]
+    assert compose(args).task.inversion_cache == "auto"
+    run(compose(args), tmp_path / "auto")
+    assert not cache_files(tmp_path / "cache")
+    run(compose([*args, ON]), tmp_path / "on")
+    assert cache_files(tmp_path / "cache")

@@ -25,6 +25,8 @@ class Backbone(torch.nn.Module):
     data_shape: tuple[int, ...]
     #: whether ``eps`` depends on ``cond`` (classifier-free guidance needs this)
     conditional: bool = False
+    #: ``eps`` is a closed form costing next to nothing (the Gaussian mixture): caches of its outputs only slow it
+    analytic: bool = False
 
     def eps(self, z: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
         """Noise prediction for ``z`` (B, *sample_shape) at integer timesteps ``t`` (B,)."""
@@ -51,6 +53,11 @@ class Backbone(torch.nn.Module):
         if mask.shape[-2:] == (h, w):
             return mask
         return torch.nn.functional.interpolate(mask, size=(h, w), mode="nearest")
+
+    def input_files(self) -> dict[str, list]:
+        """Files (other than checkpoints) that change what ``eps`` computes, for a run's fingerprint
+        (see ``CompletionDataset.input_files``)."""
+        return {}
 
     @property
     def device(self) -> torch.device:

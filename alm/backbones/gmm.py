@@ -283,6 +283,8 @@ class GaussianMixture(Backbone):
 
     name = "gmm"
 
+    analytic = True  # eps in closed form: reading an inversion from disk is slower than recomputing it
+
     def __init__(self, mixture: Any = None, name: str = "gmm", resolution: Any = None, **params: Any):
         super().__init__()
         self.spec = MixtureSpec.from_config(mixture, **params)
@@ -323,6 +325,10 @@ class GaussianMixture(Backbone):
     @property
     def weights(self) -> Tensor:
         return self.log_weights.exp()
+
+    def input_files(self) -> dict[str, list]:
+        """A means file (``backbone.mixture.means``) is hashed by content into a run's fingerprint."""
+        return {"content": [Path(str(self.spec.means)).expanduser()]} if self.spec.means else {}
 
     def make_cond(self, labels: Any, batch: int) -> Cond:
         """Class labels as a long tensor (B,); None for an unconditional mixture."""

@@ -29,3 +29,8 @@ class CompletionDataset:
 
     def __getitem__(self, index: int) -> Item:
         raise NotImplementedError
+
+    def input_files(self) -> dict[str, list]:
+        """Files the items are read from, for a run's fingerprint: ``{"content": [...], "stat": [...]}``
+        (small files hashed by content; large ones, e.g. images, by name, size and modification time)."""
+        return {}

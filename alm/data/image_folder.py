@@ -79,6 +79,7 @@ class ImageFolderDataset(CompletionDataset):
             raise DataError(f"image folder {self.root.resolve()} has no images ({'/'.join(e[1:] for e in EXTENSIONS)})")
         self.files: list[Path] = files[: int(limit)] if limit is not None else files
         self.shape = (self.channels, self.resolution, self.resolution)
+        self._labels_csv: Optional[Path] = None
         self._labels = self._read_labels(labels)
 
     def __len__(self) -> int:
@@ -91,6 +92,10 @@ class ImageFolderDataset(CompletionDataset):
         rel = path.relative_to(self.root).as_posix()
         image = load_image(path, self.resolution, self.channels, self.preprocess)
         return Item(image=image, label=self._labels[index], meta={"file": rel, "index": index})
+
+    def input_files(self) -> dict[str, list]:
+        labels = self._labels_csv
+        return {"stat": list(self.files), "content": [labels] if labels is not None else []}
 
     def _read_labels(self, labels: Union[None, int, str]) -> list[Any]:
         n = len(self.files)
@@ -108,6 +113,7 @@ class ImageFolderDataset(CompletionDataset):
         csv_path = Path(text).expanduser()
         if not csv_path.is_absolute():
             csv_path = self.root / csv_path
+        self._labels_csv = csv_path
         if not csv_path.is_file():
             raise DataError(f"labels file {csv_path} not found (rows file,label; set dataset.labels=...)")
         table: dict[str, Any] = {}

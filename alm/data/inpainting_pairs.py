@@ -164,6 +164,9 @@ class InpaintingPairs(CompletionDataset):
             )
         return self.prompt.format(label=word)
 
+    def input_files(self) -> dict[str, list]:
+        return {"stat": [self.root / rel for rel in self.files]}
+
     def __len__(self) -> int:
         return len(self.files)
 

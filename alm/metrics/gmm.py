@@ -26,6 +26,10 @@ the committed tables (results/gmm/) reproduce. Per-sample rows are computed per 
 runner's former rows were per sampling batch (BLAS sums may differ in the last bit between batch sizes;
 conf/metrics/gmm.yaml uses batches of 250, the testbed experiment's batch size).
 
+Cost of ``EnergyDistance``: pairwise distances in blocks of bounded size (memory), and above
+``max_samples`` = 2,000 observations a seeded subsample of 2,000 of them (time; at most 2,000 completions
+and 8,000 draws with ``draws: 4``); up to that size the value is exactly the former one.
+
 Seed of the exact reference draws (``EnergyDistance``, ``PosteriorLogLikExact``): draw k of sample i comes
 from ``SampleGenerators(seed, [i], stream=REFERENCE_STREAM + k)`` with ``seed`` the RUN's seed
 (``seed`` in its config.yaml) unless the metric's ``seed`` option is set; the former runner summary used
@@ -289,30 +293,52 @@ class ReferenceDrawMetric(SetMixtureMetric):
         if self.seed is None and self.run_seed is None:
             raise ConfigError(f"{self.title}: the run's config has no seed; set the metric's seed option")
 
-    def _draws(self, mixture, x_obs, mask, cond, draws: int) -> torch.Tensor:
+    def _seed(self) -> int:
+        return int(self.seed if self.seed is not None else self.run_seed)
+
+    def _indices(self, n: int) -> list[int]:
+        """The bound sample indices, checked against the ``n`` samples seen."""
         if self.indices is None:
             raise ConfigError(f"{self.title} needs the run's sample indices (bind_run(run_config, indices))")
-        if len(self.indices) != x_obs.shape[0]:
-            raise DataError(f"{self.title}: bound to {len(self.indices)} sample indices but got {x_obs.shape[0]} samples")
-        seed = self.seed if self.seed is not None else self.run_seed
-        return gm.reference_draws(mixture, x_obs, mask, int(seed), self.indices, cond, draws)
+        if len(self.indices) != n:
+            raise DataError(f"{self.title}: bound to {len(self.indices)} sample indices but got {n} samples")
+        return self.indices
+
+    def _draws(self, mixture, x_obs, mask, cond, draws: int, indices: Optional[list[int]] = None) -> torch.Tensor:
+        indices = self._indices(x_obs.shape[0]) if indices is None else indices
+        return gm.reference_draws(mixture, x_obs, mask, self._seed(), indices, cond, draws)
 
 
 class EnergyDistance(ReferenceDrawMetric):
     """Energy distance between the completed full images and ``draws`` exact posterior draws per observation
-    (pooled; unbiased U-statistic form, ~0 for exact draws, may be slightly negative)."""
+    (pooled; unbiased U-statistic form, ~0 for exact draws, may be slightly negative).
+
+    Quadratic in the number of observations: above ``max_samples`` (default 2,000; None = all) it uses a
+    seeded subsample of ``max_samples`` observations (``gmm_metrics.energy_subsample``, the reference draws'
+    seed), their completions and their draws only."""
 
     title = "energy distance to exact draws"
     higher_is_better = False
+    version = 2  # 2: at most max_samples observations (the same value as version 1 up to 2,000)
 
-    def __init__(self, seed: Optional[int] = None, draws: int = gm.REFERENCE_DRAWS, region: str = "full") -> None:
+    def __init__(self, seed: Optional[int] = None, draws: int = gm.REFERENCE_DRAWS,
+                 max_samples: Optional[int] = gm.ENERGY_MAX_SAMPLES, region: str = "full") -> None:
         super().__init__(seed, region)
         self.draws = int(draws)
         if self.draws < 1:
             raise ConfigError(f"{self.title}: draws={draws} must be at least 1")
+        self.max_samples = None if max_samples is None else int(max_samples)
+        if self.max_samples is not None and self.max_samples < 2:
+            raise ConfigError(f"{self.title}: max_samples={max_samples} must be at least 2 (or null: all)")
 
     def set_value(self, mixture, x, x_obs, mask, cond):
-        draws = self._draws(mixture, x_obs, mask, cond, self.draws)
+        indices = self._indices(x.shape[0])
+        keep = gm.energy_subsample(len(indices), self._seed(), self.max_samples)
+        if keep is not None:
+            x, x_obs, mask = x[keep], x_obs[keep], mask[keep]
+            cond = None if cond is None else cond[keep]
+            indices = [indices[i] for i in keep.tolist()]
+        draws = self._draws(mixture, x_obs, mask, cond, self.draws, indices)
         return gm.energy_distance_joint(gm.completed(x, x_obs, mask), torch.cat(list(draws)))
 
 

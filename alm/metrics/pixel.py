@@ -18,8 +18,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from torchmetrics.functional import mean_squared_error
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from alm.errors import ConfigError
 from alm.metrics.base import Metric, masked_mean, region_weights, to_unit
@@ -36,6 +34,8 @@ class MSE(Metric):
     def values(self, output, source, mask, labels: Sequence[Any], metas: Sequence[dict]) -> torch.Tensor:
         o, r = to_unit(output), to_unit(source, clamp=False)
         if self.region == "full":
+            from torchmetrics.functional import mean_squared_error  # imported when used: ~2 s at start-up
+
             v = torch.stack([mean_squared_error(o[i], r[i]) for i in range(o.shape[0])])
         else:
             v = masked_mean((o - r).pow(2), region_weights(mask, self.region))
@@ -49,6 +49,8 @@ class PSNR(Metric):
     def values(self, output, source, mask, labels, metas) -> torch.Tensor:
         o, r = to_unit(output), to_unit(source, clamp=False)
         if self.region == "full":
+            from torchmetrics.functional.image import peak_signal_noise_ratio
+
             return peak_signal_noise_ratio(o, r, data_range=1.0, reduction="none", dim=(1, 2, 3))
         mse = masked_mean((o - r).pow(2), region_weights(mask, self.region))
         return 10 * torch.log10(1.0 / mse)
@@ -71,6 +73,8 @@ class SSIM(Metric):
                               f"(need more than {pad} px per side; lower metrics.<name>.sigma)")
 
     def values(self, output, source, mask, labels, metas) -> torch.Tensor:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+
         o, r = to_unit(output), to_unit(source, clamp=False)
         self._check_size(o)
         if self.region == "full":

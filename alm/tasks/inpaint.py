@@ -42,7 +42,8 @@ class Inpaint(Task):
 
     observed: str = "inversion"     # X_t: DDIM inversion of the source, or fresh forward noise per step
     invert: str = "masked"          # invert the masked source (the authors' code) or the full one
-    inversion_cache: bool = True    # keep each sample's inversion on disk (outputs unchanged)
+    inversion_cache: Any = "auto"   # keep each sample's inversion on disk (outputs unchanged); auto: not for
+                                    # an analytic backbone (the mixture), where recomputing is faster
     cache_dir: Optional[str] = None  # the inversion cache's folder (paths.inversion_cache)
     hole_value: float = -1.0        # the hole's value in the masked source ([-1, 1]; -1 = black)
     blend: bool = False             # the "*" rows: paste the output into the source with a blurred mask
@@ -54,8 +55,8 @@ class Inpaint(Task):
             raise ConfigError(f"task.observed={self.observed!r}: expected one of {', '.join(OBSERVED)}")
         if self.invert not in INVERT:
             raise ConfigError(f"task.invert={self.invert!r}: expected one of {', '.join(INVERT)}")
-        if not isinstance(self.inversion_cache, bool):
-            raise ConfigError(f"task.inversion_cache={self.inversion_cache!r}: expected true or false")
+        if not (isinstance(self.inversion_cache, bool) or self.inversion_cache == "auto"):
+            raise ConfigError(f"task.inversion_cache={self.inversion_cache!r}: expected true, false or auto")
         if not isinstance(self.blend, bool):
             raise ConfigError(f"task.blend={self.blend!r}: expected true or false")
         if self.blend and (self.blend_kernel % 2 == 0 or self.blend_kernel < 1):
@@ -63,12 +64,13 @@ class Inpaint(Task):
         if self.blend_mode not in BLEND_MODES:
             raise ConfigError(f"task.blend_mode={self.blend_mode!r}: expected one of {', '.join(BLEND_MODES)}")
         self._cache = None
-        if self.inversion_cache and self.cache_dir:
+
+    def check(self, backbone: Any, dataset: Any, method: Method) -> None:
+        use_cache = (not backbone.analytic) if self.inversion_cache == "auto" else self.inversion_cache
+        if use_cache and self.cache_dir:
             from alm.inversion_cache import InversionCache
 
             self._cache = InversionCache(self.cache_dir)
-
-    def check(self, backbone: Any, dataset: Any, method: Method) -> None:
         if tuple(dataset.shape) != tuple(backbone.data_shape):
             raise ConfigError(
                 f"dataset {getattr(dataset, 'name', type(dataset).__name__)} gives images of shape {tuple(dataset.shape)} "
