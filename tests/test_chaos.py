@@ -21,9 +21,9 @@ from alm.config import compose
 from alm.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
-N = 80
+N = 120
 CONFIG = ["backbone=gmm", "dataset=gmm", "mask=center", "method=alm", f"num_samples={N}", "batch_size=2", "threads=1",
-          "sampler.steps=400", "progress=false"]
+          "sampler.steps=800", "progress=false"]
 #: the mixture's metrics (evaluated at the end, by whichever processes get there), without the pixel ones
 #: (their torchmetrics import would slow every start)
 METRICS = ["metrics=gmm", "metrics.mse=null", "metrics.mse_hole=null", "metrics.psnr=null", "metrics.ssim=null"]
@@ -46,7 +46,7 @@ def working(procs: list[subprocess.Popen], run_dir: Path) -> list[int]:
 def test_killed_and_restarted_processes_on_one_folder_lose_and_repeat_nothing(tmp_path):
     rng, run_dir = random.Random(0), tmp_path / "run"
     procs = [start(run_dir) for _ in range(3)]
-    kills, deadline, next_kill = 0, time.time() + 150, None
+    kills, deadline, next_kill = 0, time.time() + 240, None
     while kills < KILLS and time.time() < deadline and any(p.poll() is None for p in procs):
         busy = working(procs, run_dir)
         if len(busy) >= 2 and next_kill is None:  # one process keeps working while another restarts
