@@ -31,11 +31,11 @@ guidance. Before timing, the bench prints the largest difference between its out
 the same batch. Problems use text prompts on these backbones; timings exclude the (shared) DDIM
 inversion and VAE decoding, as for every row.
 
-Methods come from the registry ``alm.methods.get_method``: a name with a ``conf/method/<name>.yaml``
-is built from that file (its ``kind`` and parameters), any other name is passed to ``get_method``
-as is (``ddim`` is the cheapest: one guided evaluation per step). Backbones (``--backbone`` or
+Methods are ``conf/method/<name>.yaml`` built as a run builds them (``alm.config.build`` from their
+``_target_``), with their published weights (``tuned@method=none``; ``ddim`` is the cheapest: one guided
+evaluation per step). Backbones (``--backbone`` or
 ``--backbones``, comma-separated): ``unet`` (the tiny UNet above) or any ``conf/backbone/<name>.yaml``,
-built as the runner builds it (``alm.config.compose`` + ``alm.runner.build``; ``--backbone-override
+built as the runner builds it (``alm.config.compose`` + ``alm.config.build``; ``--backbone-override
 key=value`` sets its values, e.g. ``path=/models/ddpm-cifar10``).
 """
 
