@@ -63,7 +63,7 @@ class ForwardNoise(Observation):
 
     def begin_step(self, i: int, ab_t: float, generators: SampleGenerators) -> None:
         x0 = self.x0
-        z = generators.randn(x0.shape[1:], device=x0.device, dtype=x0.dtype)
+        z = generators.randn_rows(x0.shape[0], x0.shape[1:], device=x0.device, dtype=x0.dtype)
         self._current = steps.q_sample(x0, ab_t, z)
 
     def x_t(self, i: int, y: Tensor) -> Tensor:

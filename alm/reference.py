@@ -127,3 +127,42 @@ def text_unet_call(model) -> UNetCall:
         return model(z, t, encoder_hidden_states=torch.cat(conds)).sample
 
     return call
+
+
+def reference_wide_alm(unet: UNetCall, canvas_noise: Tensor, c: Any, null: Any, scheduler, *, size: int, stride: int,
+                       count: int, guidance: float, w1: float, w2: float) -> Tensor:
+    """ALM wide-image generation of ONE canvas in the authors' order (docs/method.md §12); returns the
+    stitched canvas latent (1, C, H, size + (count-1) * stride).
+
+    Window j's latent starts as its crop of ``canvas_noise``. Per timestep: e(Y) for all windows in one call
+    (no CFG); then for j = 1..count-1 in turn, E_j = window j with its first size-stride columns taken from
+    window j-1's CURRENT (already moved) latent, e(E_j) in a single-window call, and the move
+    Y_j += sigma_t M (w1 (e_Y[j] - e_E) - w2 e_E); then CFG + DDIM for all windows in one call (batch 2K);
+    then Y_j -= w1 sigma_t (1-M)(Y'_j - E_j) with Y'_j the moved latent before the DDIM step.
+    """
+    g = guidance
+    step = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    overlap = size - stride
+    latents = [canvas_noise[..., j * stride: j * stride + size].clone() for j in range(count)]
+    m = torch.ones_like(latents[0])
+    m[..., :overlap] = 0.0  # 0 = observed: the columns shared with window j-1
+    for t in scheduler.timesteps:
+        sigma = scheduler._get_variance(int(t), int(t) - step) ** 0.5  # Eq. 10
+        e_y = unet(torch.cat(latents), t, [c] * count)
+        blended = [None] * count
+        for j in range(1, count):
+            x_t = latents[j].clone()
+            x_t[..., :overlap] = latents[j - 1][..., stride:]
+            blended[j] = (1 - m) * x_t + m * latents[j]
+            e_e = unet(blended[j], t, [c])
+            latents[j] = latents[j] + sigma * m * (w1 * (e_y[j: j + 1] - e_e) - w2 * e_e)
+        moved = torch.cat(latents)
+        e_c, e_u = unet(torch.cat([moved, moved]), t, [c] * count + [null] * count).chunk(2)
+        stepped = scheduler.step(e_u + g * (e_c - e_u), t, moved).prev_sample
+        latents = [stepped[j: j + 1] for j in range(count)]
+        for j in range(1, count):
+            latents[j] = latents[j] - w1 * sigma * (1 - m) * (moved[j: j + 1] - blended[j])
+    canvas = torch.zeros(*latents[0].shape[:-1], size + (count - 1) * stride, dtype=latents[0].dtype)
+    for j in reversed(range(count)):  # the last window first: the earlier window wins on each overlap
+        canvas[..., j * stride: j * stride + size] = latents[j]
+    return canvas

@@ -32,6 +32,18 @@ class SampleGenerators:
         out = torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in self.generators])
         return out.to(device=device, dtype=dtype)
 
+    def randn_rows(self, rows: int, shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+        """``rows`` draws of ``shape``: one per sample, or, when the batch holds k rows per sample (the
+        windows of a canvas, window-major: row ``j * B + b``), k per sample from that sample's generator."""
+        b = len(self.generators)
+        if rows == b:
+            return self.randn(shape, device=device, dtype=dtype)
+        if rows % b:
+            raise ValueError(f"{rows} rows for {b} samples")
+        k = rows // b
+        per_sample = self.randn((k, *shape), device=device, dtype=dtype)  # (B, k, ...)
+        return per_sample.transpose(0, 1).reshape(rows, *shape)
+
     def rand(self, shape: Sequence[int]) -> torch.Tensor:
         return torch.stack([torch.rand(tuple(shape), generator=g) for g in self.generators])
 

@@ -81,7 +81,8 @@ def _check_diverged(y: Tensor, i: int, t: int, indices: list[int], method: str) 
     peak = y.detach().reshape(y.shape[0], -1).abs().amax(dim=1)  # NaN stays NaN
     bad = ~(peak <= MAX_ABS)
     if bool(bad.any()):
-        ids = [indices[j] for j in torch.nonzero(bad).flatten().tolist()]
+        # a batch may hold several rows per sample (the windows of a canvas, window-major: row j*B + b)
+        ids = sorted({indices[j % len(indices)] for j in torch.nonzero(bad).flatten().tolist()})
         more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
         worst = peak[bad]
         what = ("NaN/inf" if not bool(torch.isfinite(worst).all())

@@ -15,12 +15,20 @@ the moved point (4 evaluations with CFG, in two dependent batched calls). ``orde
 as printed: one batched call of e(Y,c), e(Y,∅), e(E,c) (3 evaluations). ``iterations=N`` replaces
 the one-step move by N moves of weight 1/N each (the non-accelerated Eq. 5/8); N = 1 is the default
 accelerated form.
+
+Rows in groups (``ctx.groups``, from the task's observation, ``alm.observation``): the windows of a canvas
+observe their neighbour's state. ``sequential=True`` moves the groups one after the other, each from its
+neighbour's MOVED state (the authors' wide-image order; 2 evaluations per window, one call per group);
+``sequential=False`` moves every group at once from the pre-move state (one call). Rows outside every
+group (the canvas's first window) are not moved. Inpainting has one group, every row: the two agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar, Optional
+
+import torch
 
 from alm import steps
 from alm.errors import ConfigError
@@ -40,6 +48,7 @@ class ALM(Method):
     order: str = "reference"
     iterations: int = 1
     likelihood: bool = True
+    sequential: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -63,8 +72,9 @@ class ALM(Method):
         m, s = ctx.mask, ctx.sigma
         if self.likelihood:
             n = int(self.iterations)
+            groups = ctx.groups if self.sequential else [merge_groups(ctx.groups)]
             for _ in range(n):  # Eq. 5/8 iterations; n = 1 is the one-step approximation, Eq. 9
-                for rows in ctx.groups:  # one group (every row) unless the task chains rows (alm.observation)
+                for rows in groups:  # one group (every row) unless the task chains rows (alm.observation)
                     x = ctx.x_t(y)  # E = (1-M) X_t + M Y with the current state (a neighbour may have moved)
                     sel = None if _every(rows) else rows
                     e_y, e_e = yield [Eval(y[rows], rows=sel), Eval(steps.blend(x, y, m)[rows], rows=sel)]
@@ -82,13 +92,24 @@ class ALM(Method):
         outs = yield evals
         y_next = ctx.base_step(y, ctx.guided(outs)) + steps.sync_term(x, y, m, s * self.w1)
         if self.likelihood:
-            y_next = y_next + s * steps.alm_move(m, outs[0], outs[-1], self.lam1, self.w2)
+            rows = merge_groups(ctx.groups)  # every row, unless the task leaves some unmoved (a canvas's first window)
+            move = s * steps.alm_move(m, outs[0], outs[-1], self.lam1, self.w2)
+            y_next = y_next + move if _every(rows) else _add_rows(y_next, rows, move[rows])
         return y_next
 
 
 def _rows(t, rows):
     """``t`` restricted to ``rows`` (a tensor with batch dimension 1 broadcasts to every row)."""
     return t if t.shape[0] == 1 else t[rows]
+
+
+def merge_groups(groups):
+    """One group holding the rows of every group (a slice if that is every row or a single group)."""
+    groups = list(groups)
+    if len(groups) == 1 or any(_every(g) for g in groups):
+        return groups[0] if len(groups) == 1 else slice(None)
+    return torch.cat([torch.arange(g.start, g.stop) if isinstance(g, slice) else torch.as_tensor(g).reshape(-1)
+                      for g in groups])
 
 
 def _every(rows) -> bool:

@@ -85,7 +85,7 @@ class StepContext:
 
     def noise(self, like: Tensor) -> Tensor:
         """Fresh per-sample standard normal noise shaped like ``like``."""
-        return self.generators.randn(like.shape[1:], device=like.device, dtype=like.dtype)
+        return self.generators.randn_rows(like.shape[0], like.shape[1:], device=like.device, dtype=like.dtype)
 
     def guided_evals(self, z: Tensor, grad: bool = False) -> list[Eval]:
         """The evaluations classifier-free guidance needs at ``z`` (one if guidance is off)."""
@@ -132,7 +132,7 @@ class Method:
         if problem.initial_noise is not None:
             return problem.initial_noise(generators)
         x0 = problem.x0
-        return generators.randn(x0.shape[1:], device=x0.device, dtype=x0.dtype)
+        return generators.randn_rows(x0.shape[0], x0.shape[1:], device=x0.device, dtype=x0.dtype)
 
     def step(self, y: Tensor, ctx: StepContext) -> StepGen:
         raise NotImplementedError
