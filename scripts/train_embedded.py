@@ -1,9 +1,12 @@
-"""Train, export and sample the project's embedded backbone: a class-conditional pixel DDPM on MNIST.
+"""Train, export and sample the project's embedded backbones: class-conditional pixel DDPMs on MNIST
+(``--data mnist``, ``backbone=embedded``) and on the shipped textures (``--data textures``, ``backbone=texture``).
 
 The model is a diffusers ``UNet2DModel`` (32x32, 1 channel, ~1.1 M parameters: channels 32/64/64,
 one ResNet block per level, self-attention at 8x8) with ``num_class_embeds=11``: digits 0-9 and
 label 10 = the null class (``DiffusersUNet``'s convention), trained with 10% label dropout so that
-classifier-free guidance works. Data: the ``train`` split of ``alm.data.mnist`` (4,000 images).
+classifier-free guidance works. Data: the ``train`` split of ``alm.data.mnist`` (4,000 images); or,
+with ``--data textures``, random 32x32 crops (flipped half the time) of the ``train`` rows of brick, grass
+and gravel (``alm.data.textures``; 3 classes + null class 3), drawn afresh at every step.
 
 Noise schedule and target, chosen for how the model is used (DDIM 50 steps, DDIM inversion):
 
@@ -28,7 +31,7 @@ are what is exported. No augmentation (flips are wrong for digits). Every random
 comes from generators seeded by ``(seed, n)`` and the data order of epoch ``e`` by ``(seed, e)``
 (``alm.rng.sample_seed``), so a resumed run is identical to an uninterrupted one.
 
-Run folder (default ``runs/train_embedded/``, gitignored): ``checkpoint.pt`` (model, EMA,
+Run folder (default ``runs/train_embedded/``; ``runs/train_textures/`` for textures; gitignored): ``checkpoint.pt`` (model, EMA,
 optimizer, step, RNG state, config, the command of every session; written atomically every
 ``--save-minutes`` and at the end, also on SIGTERM/SIGINT), ``checkpoint_prev.pt`` (the one
 before), ``loss.csv`` (one row per step).
@@ -36,7 +39,8 @@ before), ``loss.csv`` (one row per step).
     python scripts/train_embedded.py --minutes 100            # train (resumes from the run folder)
     python scripts/train_embedded.py --steps 20000            # ... up to a total step count
     python scripts/train_embedded.py --export weights/embedded   # EMA weights -> diffusers folder
-    python scripts/train_embedded.py --sample 8 --guidance 2  # grid PNG: 8 samples per digit
+    python scripts/train_embedded.py --sample 8 --guidance 2  # grid PNG: 8 samples per digit (class)
+    python scripts/train_embedded.py --data textures --minutes 100   # the texture model (backbone=texture)
 
 ``--export`` writes ``unet/`` (config + safetensors), ``scheduler/scheduler_config.json``,
 ``TRAINING.md`` (commands, steps, wall time, final loss) and ``loss.csv``; it loads with
@@ -72,7 +76,9 @@ from alm.errors import ALMError, CheckpointError, ConfigError  # noqa: E402
 from alm.rng import sample_seed  # noqa: E402
 
 FORMAT = 1
-NUM_CLASSES = 10  # digits; label 10 is the null class
+#: classes per data set; label NUM_CLASSES is the null class (10 for the digits, 3 for the textures)
+DATA_CLASSES = {"mnist": 10, "textures": 3}
+NUM_CLASSES = DATA_CLASSES["mnist"]
 ARCHS: dict[str, dict[str, Any]] = {
     # ~1.1 M parameters; 0.6-0.7 s per step at batch 64 on one CPU thread
     "small": dict(
@@ -91,24 +97,25 @@ SCHEDULER: dict[str, Any] = dict(
     clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading",
 )
 # hyperparameters that define the run (stored in the checkpoint; a resume must not change them)
-RUN_KEYS = ("arch", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "p_uncond", "seed")
+RUN_KEYS = ("data", "arch", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "p_uncond", "seed")
+RUN_DEFAULTS = {"data": "mnist"}  # keys older checkpoints do not store
 # random streams (alm.rng.sample_seed(seed, index, stream))
-STREAM_STEP, STREAM_EPOCH = 101, 102
+STREAM_STEP, STREAM_EPOCH, STREAM_CROPS = 101, 102, 103
 
 
 # --- model and data ---------------------------------------------------------------------------------
 
-def model_config(arch: str) -> dict[str, Any]:
+def model_config(arch: str, data: str = "mnist") -> dict[str, Any]:
     if arch not in ARCHS:
         raise ConfigError(f"--arch {arch!r}: expected one of {', '.join(ARCHS)}")
-    return dict(sample_size=32, in_channels=1, out_channels=1, num_class_embeds=NUM_CLASSES + 1, **ARCHS[arch])
+    return dict(sample_size=32, in_channels=1, out_channels=1, num_class_embeds=DATA_CLASSES[data] + 1, **ARCHS[arch])
 
 
-def build_model(arch: str, seed: int) -> torch.nn.Module:
+def build_model(arch: str, seed: int, data: str = "mnist") -> torch.nn.Module:
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
-    return UNet2DModel(**model_config(arch))
+    return UNet2DModel(**model_config(arch, data))
 
 
 def alphas_cumprod() -> torch.Tensor:
@@ -122,6 +129,37 @@ def train_data() -> tuple[torch.Tensor, torch.Tensor]:
 
     data = MNISTDataset(split="train")
     return data.images.contiguous(), torch.tensor(data.labels, dtype=torch.long)
+
+
+class MNISTBatches:
+    """Batch ``step`` of the MNIST train split in epoch-wise random order."""
+
+    def __init__(self, seed: int):
+        self.images, self.labels = train_data()
+        self.order = BatchOrder(len(self.labels), seed)
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.order.batch(step, size)
+        return self.images[idx], self.labels[idx]
+
+
+class TextureBatches:
+    """Batch ``step``: random crops of the textures' train rows from the generator of (seed, step)."""
+
+    def __init__(self, seed: int):
+        from alm.data.textures import band
+
+        self.band, self.seed = band("train"), seed
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from alm.data.textures import random_crops
+
+        g = torch.Generator().manual_seed(sample_seed(self.seed, step, STREAM_CROPS))
+        return random_crops(self.band, size, 32, g)
+
+
+def training_batches(data: str, seed: int):
+    return {"mnist": MNISTBatches, "textures": TextureBatches}[data](seed)
 
 
 class BatchOrder:
@@ -146,7 +184,7 @@ def training_loss(model, x0, labels, step: int, cfg: dict, ab_table: torch.Tenso
     g = torch.Generator().manual_seed(sample_seed(cfg["seed"], step, STREAM_STEP))
     b = x0.shape[0]
     drop = torch.rand(b, generator=g) < cfg["p_uncond"]
-    labels = torch.where(drop, torch.full_like(labels, NUM_CLASSES), labels)
+    labels = torch.where(drop, torch.full_like(labels, DATA_CLASSES[cfg.get("data", "mnist")]), labels)
     t = torch.randint(0, ab_table.numel(), (b,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     ab = ab_table[t].view(-1, 1, 1, 1)
@@ -215,13 +253,14 @@ def train(args: argparse.Namespace, run_dir: Path) -> None:
     cfg = {k: getattr(args, k) for k in RUN_KEYS}
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "loss.csv"
-    model = build_model(cfg["arch"], cfg["seed"])
+    model = build_model(cfg["arch"], cfg["seed"], cfg["data"])
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     step, train_seconds, sessions = 0, 0.0, []
     if ckpt_path.is_file():
         state = load_checkpoint(run_dir)
-        differ = {k: (state["config"][k], cfg[k]) for k in RUN_KEYS if state["config"][k] != cfg[k]}
+        stored = {**RUN_DEFAULTS, **state["config"]}
+        differ = {k: (stored[k], cfg[k]) for k in RUN_KEYS if stored[k] != cfg[k]}
         if differ:
             raise ConfigError(f"{ckpt_path} was trained with other settings {differ} (checkpoint, now); "
                               f"use the same options or another --run-dir")
@@ -232,8 +271,7 @@ def train(args: argparse.Namespace, run_dir: Path) -> None:
         step, train_seconds, sessions = state["step"], state["train_seconds"], state["sessions"]
         print(f"resuming {ckpt_path} at step {step} ({train_seconds / 60:.1f} min trained)", flush=True)
     truncate_log(log_path, step)
-    images, labels = train_data()
-    order = BatchOrder(len(labels), cfg["seed"])
+    data = training_batches(cfg["data"], cfg["seed"])
     ab_table = alphas_cumprod()
     session = {"command": args.command, "start_utc": utc_now(), "start_step": step}
     sessions = sessions + [session]
@@ -253,7 +291,7 @@ def train(args: argparse.Namespace, run_dir: Path) -> None:
         now = time.monotonic()
         session.update(end_utc=utc_now(), end_step=step, seconds=now - t_start)
         save_checkpoint(ckpt_path, {
-            "format": FORMAT, "config": cfg, "model_config": model_config(cfg["arch"]), "scheduler": SCHEDULER,
+            "format": FORMAT, "config": cfg, "model_config": model_config(cfg["arch"], cfg["data"]), "scheduler": SCHEDULER,
             "step": step, "train_seconds": seconds_at_start + now - t_start, "last_loss": loss,
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
             "rng_torch": torch.get_rng_state(), "sessions": sessions,
@@ -261,17 +299,17 @@ def train(args: argparse.Namespace, run_dir: Path) -> None:
 
     loss_value = None
     bar = tqdm(total=None if target == math.inf else int(target), initial=step, unit="step", dynamic_ncols=True,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, desc="train_embedded")
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"train {cfg['data']}")
     smooth = None
     try:
         with open(log_path, "a", newline="") as logf:
             log = csv.writer(logf)
             while step < target and time.monotonic() - t_start < budget_s and stop["signal"] is None:
-                idx = order.batch(step, cfg["batch_size"])
+                x0, labels = data.batch(step, cfg["batch_size"])
                 lr = lr_at(step, cfg)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                loss = training_loss(model, images[idx], labels[idx], step, cfg, ab_table)
+                loss = training_loss(model, x0, labels, step, cfg, ab_table)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"]))
@@ -334,13 +372,9 @@ def training_md(state: dict, rows: list[dict], command: str) -> str:
     rows = [r for r in rows if int(r["step"]) < state["step"]]
     last = [float(r["loss"]) for r in rows[-500:]]
     final = f"{sum(last) / len(last):.4f} (mean of the last {len(last)} steps; last step {float(rows[-1]['loss']):.4f})" if last else "n/a"
-    lines = [
-        "# The embedded backbone: class-conditional pixel diffusion on MNIST",
-        "",
-        "Trained by `scripts/train_embedded.py` (its docstring explains the choices) on the `train` split of",
-        "`alm.data.mnist` (4,000 images, 32x32, 1 channel, [-1, 1]); these are the EMA weights.",
-        "Load with `backbone=embedded` (`DiffusersUNet(path=weights/embedded)`); label 10 is the null class.",
-        "",
+    data = cfg.get("data", "mnist")
+    head = HEADERS[data]
+    lines = [*head, "",
         f"- steps: {state['step']} (batch {cfg['batch_size']}), training wall time {state['train_seconds'] / 60:.1f} min on CPU",
         f"- final training loss (v-prediction MSE): {final}",
         f"- model: diffusers UNet2DModel, {n_params / 1e6:.2f} M parameters, arch `{cfg['arch']}`: "
@@ -359,6 +393,24 @@ def training_md(state: dict, rows: list[dict], command: str) -> str:
                      f"{s.get('seconds', 0) / 60:.1f} | `{s['command']}` |")
     lines += ["", f"Exported at {utc_now()} with `{command}`.", ""]
     return "\n".join(lines)
+
+
+HEADERS = {
+    "mnist": [
+        "# The embedded backbone: class-conditional pixel diffusion on MNIST",
+        "",
+        "Trained by `scripts/train_embedded.py` (its docstring explains the choices) on the `train` split of",
+        "`alm.data.mnist` (4,000 images, 32x32, 1 channel, [-1, 1]); these are the EMA weights.",
+        "Load with `backbone=embedded` (`DiffusersUNet(path=weights/embedded)`); label 10 is the null class.",
+    ],
+    "textures": [
+        "# The texture backbone: class-conditional pixel diffusion on brick, grass and gravel",
+        "",
+        "Trained by `scripts/train_embedded.py --data textures` (its docstring explains the choices) on random",
+        "32x32 crops of the `train` rows of `alm.data.textures` (scikit-image's brick, grass, gravel at 256 px,",
+        "1 channel, [-1, 1]); these are the EMA weights. Load with `backbone=texture`; label 3 is the null class.",
+    ],
+}
 
 
 # --- sampling ---------------------------------------------------------------------------------------
@@ -382,7 +434,8 @@ def sample_grid(args: argparse.Namespace, run_dir: Path) -> Path:
         backbone = DiffusersUNet.from_model(ema_model(state), state["scheduler"], name="embedded")
         where = f"{run_dir / 'checkpoint.pt'} step {state['step']}"
     n = args.sample
-    labels = [d for d in range(NUM_CLASSES) for _ in range(n)]
+    classes = DATA_CLASSES[args.data]
+    labels = [d for d in range(classes) for _ in range(n)]
     batch = len(labels)
     shape = (batch, *backbone.sample_shape) if hasattr(backbone, "sample_shape") else (batch, 1, 32, 32)
     problem = Problem(x0=torch.zeros(shape), mask=torch.ones(1, *shape[1:]), cond=backbone.make_cond(labels, batch))
@@ -394,7 +447,7 @@ def sample_grid(args: argparse.Namespace, run_dir: Path) -> Path:
     x = backbone.decode(x).clamp(-1, 1)
     img = ((x + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()  # (B, H, W)
     h, w = img.shape[1:]
-    grid = np.full((NUM_CLASSES * (h + 2) + 2, n * (w + 2) + 2), 128, np.uint8)
+    grid = np.full((classes * (h + 2) + 2, n * (w + 2) + 2), 128, np.uint8)
     for k in range(batch):
         r, c = divmod(k, n)
         grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + c * (w + 2): 2 + c * (w + 2) + w] = img[k]
@@ -419,7 +472,9 @@ def command_line(argv: list[str]) -> str:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", default=str(ROOT / "runs" / "train_embedded"), help="checkpoint + loss log (resumed if present)")
+    p.add_argument("--data", default="mnist", choices=sorted(DATA_CLASSES), help="what to train on")
+    p.add_argument("--run-dir", default=None, help="checkpoint + loss log (resumed if present; default runs/train_embedded "
+                   "for mnist, runs/train_textures for textures)")
     p.add_argument("--minutes", type=float, default=None, help="wall-time budget of this session")
     p.add_argument("--steps", type=int, default=None, help="train up to this total step count")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -442,6 +497,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--zoom", type=int, default=3)
     p.add_argument("--out", default=None, help="--sample output PNG (default <run-dir>/samples_g<guidance>.png)")
     args = p.parse_args(argv)
+    if args.run_dir is None:
+        args.run_dir = str(ROOT / "runs" / ("train_embedded" if args.data == "mnist" else f"train_{args.data}"))
     if args.tiny:
         args.arch, args.batch_size = "tiny", 8
     if args.minutes is None and args.steps is None and args.export is None and args.sample is None:
