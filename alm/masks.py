@@ -315,6 +315,16 @@ def mixed(
 # ----------------------------------------------------------------------------------------------
 
 
+class NoMasks:
+    """``mask=none``: for tasks whose layout decides what is observed (``task=wide``); asking for a mask is an error."""
+
+    def get(self, index: int, size: Size):
+        raise ConfigError("mask=none gives no masks: this task needs a mask (choose one, e.g. mask=thick)")
+
+    def input_files(self) -> dict:
+        return {}
+
+
 class FolderMasks:
     """The ``*.png`` files of a folder, sorted by name; sample ``index`` uses file ``index % count``.
 

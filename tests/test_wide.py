@@ -123,3 +123,58 @@ def test_canvas_noise_makes_overlaps_start_equal_and_ddim_windows_are_independen
     alone = _ours(backbone, build_method("multidiffusion"), g, [1], schedule)
     pair = _ours(backbone, build_method("multidiffusion"), g, [0, 1], schedule)
     assert (alone[0] - pair[1]).abs().max() > 0  # different sample index -> different noise
+
+
+# --- the task end to end through the runner ----------------------------------------------------------------
+
+from alm.config import compose  # noqa: E402
+from alm.errors import ConfigError  # noqa: E402
+from alm.run_folder import load_sample  # noqa: E402
+from alm.runner import run  # noqa: E402
+
+EMBEDDED = ["task=wide", "backbone=embedded", "dataset=mnist", "sampler.steps=6", "metrics=none", "progress=false",
+            "num_samples=2", "batch_size=2", "task.windows=3", "task.inversion_cache=false"]
+
+
+@pytest.mark.parametrize("method", ["alm", "alm_parallel", "alm_fused", "syncsde", "synctweedies", "multidiffusion", "ddim"])
+def test_every_wide_method_runs_on_the_gp_canvas(method, tmp_path):
+    cfg = compose(["task=wide", "backbone=gp", "dataset=unconditional", f"method={method}", "sampler.steps=8",
+                   "num_samples=3", "batch_size=2", "metrics=none", "progress=false"])
+    run(cfg, tmp_path)
+    rec = load_sample(tmp_path, 2)
+    assert rec["output"].shape == (1, 1, 32 + 4 * 24)
+    assert rec["meta"]["seams"] == [32, 56, 80, 104] and len(rec["meta"]["windows"]) == 5
+    assert torch.isfinite(rec["output"]).all()
+
+
+def test_batch_size_does_not_change_a_canvas(tmp_path):
+    base = ["task=wide", "backbone=gp", "dataset=unconditional", "method=alm", "sampler.steps=8", "num_samples=3",
+            "metrics=none", "progress=false"]
+    run(compose(base + ["batch_size=3"]), tmp_path / "a")
+    run(compose(base + ["batch_size=1"]), tmp_path / "b")
+    for i in range(3):
+        assert (load_sample(tmp_path / "a", i)["output"] - load_sample(tmp_path / "b", i)["output"]).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("extend", ["right", "both"])
+def test_outpainting_a_source_keeps_it_and_grows_around_it(extend, tmp_path):
+    run(compose(EMBEDDED + ["method=alm", "task.source=true", f"task.extend={extend}"]), tmp_path)
+    rec = load_sample(tmp_path, 0)
+    assert rec["output"].shape == (1, 32, 32 + 2 * 24)
+    start = 0 if extend == "right" else 24
+    observed = rec["mask"][0] < 0.5
+    assert observed.sum() == 32 * 32 and observed[:, start:start + 32].all()
+    kept = rec["output"][..., start:start + 32]
+    source = rec["source"][..., start:start + 32]
+    # the observed window follows its inversion: close to the source (6 steps), unlike the generated part
+    assert (kept - source).abs().mean() < 0.25
+    assert rec["meta"]["seams"] == ([32, 56] if extend == "right" else [24, 56])
+
+
+def test_outpainting_with_a_method_that_reads_no_observation_is_one_line():
+    from alm.parts import build_parts
+
+    with pytest.raises(ConfigError, match="reads no observation"):
+        build_parts(compose(EMBEDDED + ["method=ddim", "task.source=true"]))
+    with pytest.raises(ConfigError, match="needs task=wide"):
+        build_parts(compose(["method=multidiffusion", "backbone=gmm", "dataset=gmm"]))
