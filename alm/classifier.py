@@ -1,17 +1,24 @@
-"""The judge of the embedded data set: a small CNN digit classifier for (1, 32, 32) MNIST in [-1, 1].
+"""The judges of the small data sets: small CNN classifiers of (1, 32, 32) images in [-1, 1].
 
-It scores the embedded backbone's outputs the way CLIP / Inception score natural images: its class
-probabilities give ``class_score`` and ``class_consistency`` (``alm.metrics.classifier``), and its
-penultimate layer is the feature space of FID / KID on MNIST (``load_classifier_features``).
+- the MNIST judge (``weights/classifier/``, 10 digits) scores the embedded backbone's outputs;
+- the texture judge (``weights/texture_classifier/``, 3 classes: brick, grass, gravel of
+  ``alm.data.textures``) scores wide texture strips through their square 32x32 tiles.
+
+They score outputs the way CLIP / Inception score natural images: the class probabilities give
+``class_score``, ``class_consistency`` and ``class_agreement`` (``alm.metrics.classifier``), and the
+penultimate layer is the feature space of FID / KID (``load_classifier_features``).
 
 Architecture (``DigitClassifier``): three stages of two 3x3 conv + BatchNorm + ReLU, a 2x2 max-pool
 between stages (32 -> 16 -> 8 px), global average pooling to ``channels[-1]`` features (the
-penultimate layer), dropout and one linear layer to the 10 logits. With the default
-``channels=(32, 64, 96)`` it has ~205 K parameters and 96 features.
+penultimate layer), dropout and one linear layer to the ``num_classes`` logits. With the default
+``channels=(32, 64, 96)`` it has ~205 K parameters and 96 features. The number of classes is read from
+``config.json``, so one loader serves both judges.
 
-Weights live in a folder (default ``weights/classifier/``): ``classifier.safetensors`` and
-``config.json`` (the constructor's arguments), written by ``scripts/train_classifier.py`` together
-with ``TRAINING.md`` (command, epochs, wall time, val / test accuracy).
+Weights live in a folder (default ``weights/classifier/``; the texture judge: ``TEXTURE_WEIGHTS``):
+``classifier.safetensors`` and ``config.json`` (the constructor's arguments), written by
+``scripts/train_classifier.py [--data textures]`` together with ``TRAINING.md`` (command, epochs, wall
+time, val / test accuracy). Error messages name the judge and its training command from the folder's
+name (a folder named ``texture*`` is the texture judge's, any other the MNIST judge's).
 """
 
 from __future__ import annotations
@@ -28,15 +35,19 @@ from alm.errors import CheckpointError
 
 #: the project's committed weights (``path=None`` everywhere means this folder, not one below the cwd)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "classifier"
+#: the texture judge's committed weights (``alm.data.textures``: brick, grass, gravel)
+TEXTURE_WEIGHTS = DEFAULT_WEIGHTS.parent / "texture_classifier"
 WEIGHTS_FILE = "classifier.safetensors"
 CONFIG_FILE = "config.json"
 TRAIN_COMMAND = "python scripts/train_classifier.py"
+TEXTURE_TRAIN_COMMAND = "python scripts/train_classifier.py --data textures"
 
 
 class DigitClassifier(nn.Module):
     """A small VGG-style CNN: ``forward(x) -> logits (B, num_classes)``, ``features(x) -> (B, channels[-1])``.
 
     Inputs are data-space images (B, in_channels, H, W) in [-1, 1] (any H, W divisible by 4; 32 here).
+    Used for the 10 MNIST digits and for the 3 textures (``num_classes=3``).
     """
 
     def __init__(self, channels: Sequence[int] = (32, 64, 96), num_classes: int = 10, in_channels: int = 1,
@@ -84,13 +95,23 @@ def weights_files(path: Optional[Union[str, Path]] = None) -> tuple[Path, Path]:
     return (p if p.suffix == ".safetensors" else folder / WEIGHTS_FILE), folder / CONFIG_FILE
 
 
+def judge_name(path: Optional[Union[str, Path]] = None) -> tuple[str, str]:
+    """(name, training command) of the judge whose weights folder is ``path``, for messages: a folder named
+    ``texture*`` holds the texture classifier, any other the MNIST classifier."""
+    folder = weights_files(path)[0].parent
+    if folder.name.lower().startswith("texture"):
+        return "texture classifier", TEXTURE_TRAIN_COMMAND
+    return "MNIST classifier", TRAIN_COMMAND
+
+
 def check_classifier(path: Optional[Union[str, Path]] = None) -> None:
     """Raise a one-line ``MissingWeightsError`` (a ``CheckpointError``) if the classifier's files are missing."""
     from alm.metrics.base import MissingWeightsError  # a CheckpointError the metric machinery can skip
 
+    name, command = judge_name(path)
     for f in weights_files(path):
         if not f.is_file():
-            raise MissingWeightsError(f"the MNIST classifier's {f} is missing; make the weights with `{TRAIN_COMMAND}`")
+            raise MissingWeightsError(f"the {name}'s {f} is missing; make the weights with `{command}`")
 
 
 def save_classifier(model: DigitClassifier, path: Union[str, Path]) -> Path:
@@ -111,8 +132,8 @@ def save_classifier(model: DigitClassifier, path: Union[str, Path]) -> Path:
 
 
 def load_classifier(path: Optional[Union[str, Path]] = None, device: Union[str, torch.device] = "cpu") -> DigitClassifier:
-    """The trained classifier from a weights folder (default: the project's ``weights/classifier``), in eval
-    mode with gradients off.
+    """The trained classifier from a weights folder (default: the project's ``weights/classifier``; the texture
+    judge: ``TEXTURE_WEIGHTS``), in eval mode with gradients off.
 
     Raises a one-line ``CheckpointError`` naming the missing file and the command that makes it.
     """
@@ -121,18 +142,20 @@ def load_classifier(path: Optional[Union[str, Path]] = None, device: Union[str, 
 
     check_classifier(path)
     weights, config = weights_files(path)
+    name, command = judge_name(path)
     try:
         model = DigitClassifier(**json.loads(config.read_text()))
         model.load_state_dict(load_file(str(weights), device="cpu"))
     except (OSError, ValueError, TypeError, RuntimeError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot load the MNIST classifier from {weights.parent}: {first}; "
-                              f"remake it with `{TRAIN_COMMAND}`") from None
+        raise CheckpointError(f"cannot load the {name} from {weights.parent}: {first}; "
+                              f"remake it with `{command}`") from None
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_classifier_features(path: Optional[Union[str, Path]] = None) -> ClassifierFeatures:
-    """The classifier's penultimate layer as a feature network, for ``alm.metrics.fid`` (``feature: {_target_: ...}``)."""
+    """The classifier's penultimate layer as a feature network, for ``alm.metrics.fid`` (``feature: {_target_: ...}``;
+    with ``views: tiles`` wide strips reach it as square tiles)."""
     return ClassifierFeatures(load_classifier(path)).eval()
 
 
@@ -142,4 +165,4 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
     device = next(model.parameters()).device
     out = [F.softmax(model(images[i:i + batch_size].to(device).float()), dim=1).cpu()
            for i in range(0, images.shape[0], batch_size)]
-    return torch.cat(out) if out else torch.zeros(0, 10)
+    return torch.cat(out) if out else torch.zeros(0, model.head.out_features if hasattr(model, "head") else 10)
