@@ -3,7 +3,7 @@
 
     python -m alm.figures grid     --runs DIR [DIR ...] [--labels a,b] [--rows 6] --out fig2.png
     python -m alm.figures ablation --runs ABL [ABL ...] --reference ALM [--labels ...] [--per-row 3] --out fig3.png
-    python -m alm.figures strip    --runs DIR [DIR ...] [--samples 0,1] [--stride 384] --out wide.png
+    python -m alm.figures strip    --runs DIR [DIR ...] [--samples 0,1] [--stride 384] [--by sample] --out wide.png
     python -m alm.figures sweep    --runs DIR [DIR ...] --param method.w2 --metrics mse,ssim [--series method.name] --out sweep.png
 
 Every figure reads ``samples/NNNNN.pt`` (``source``, ``masked``, ``output`` in [-1, 1]); the metric
@@ -157,30 +157,46 @@ def _text_of(sample: dict) -> str:
 
 
 def wide_strip(columns: Sequence[tuple[str, Path]], path: Path, samples: Sequence[int] = (0,), output_key: str = "output",
-               stride: Optional[int] = None, height: float = 1.2) -> Path:
+               stride: Optional[int] = None, height: float = 1.2, by: str = "run") -> Path:
     """Fig. 5: wide images, one row per run (label on the left), one column per sample (its prompt on top).
+    ``by="sample"``: transposed, one row per sample (its prompt on the left), one column per run (label on top).
     ``stride`` (px) draws dashed lines where the patches of an autoregressive outpainting begin."""
     if not columns:
         raise ConfigError("wide_strip: no runs")
+    if by not in ("run", "sample"):
+        raise ConfigError(f"wide_strip: by={by!r}; choose 'run' or 'sample'")
     ids = _pick([d for _, d in columns], samples, len(samples))
     first = load_sample(columns[0][1], ids[0])[output_key]
     h, w = first.shape[-2:]
-    fig = _figure(height * w / h * len(ids) + 1.0, height * len(columns) + 0.4)
-    axes = fig.subplots(len(columns), len(ids), squeeze=False)
-    for r, (label, run_dir) in enumerate(columns):
-        for c, i in enumerate(ids):
-            d = load_sample(run_dir, i)
+    cells = [[(r, c) for c in range(len(ids))] for r in range(len(columns))]  # (run, sample) per axis
+    if by == "sample":
+        cells = [list(col) for col in zip(*cells)]
+    nrows, ncols = len(cells), len(cells[0])
+    fig = _figure(height * w / h * ncols + (1.6 if by == "sample" else 1.0), height * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for r, line in enumerate(cells):
+        for c, (run, k) in enumerate(line):
+            label, run_dir = columns[run]
+            d = load_sample(run_dir, ids[k])
             ax = axes[r][c]
             _show(ax, d[output_key].clamp(-1, 1))
             if stride:
                 for x in range(stride, d[output_key].shape[-1], stride):
                     ax.axvline(x - 0.5, color="white", lw=0.6, ls="--", alpha=0.7)
-            if c == 0:
-                ax.set_ylabel(label, fontsize=9, rotation=90)
-            if r == 0 and _text_of(d):
-                ax.set_title(_text_of(d), fontsize=8)
+            side, top = (label, _text_of(d)) if by == "run" else (_wrap_text(_text_of(d), 24), label)
+            if c == 0 and side:
+                kw = dict(fontsize=9, rotation=90) if by == "run" else dict(fontsize=7, rotation=0, ha="right", va="center")
+                ax.set_ylabel(side, **kw)
+            if r == 0 and top:
+                ax.set_title(top, fontsize=8)
     fig.subplots_adjust(wspace=0.03, hspace=0.05)
     return _save(fig, path)
+
+
+def _wrap_text(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
@@ -295,6 +311,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--reference-label", default="ALM")
     ap.add_argument("--per-row", type=int, default=3)
     ap.add_argument("--stride", type=int, default=None, help="strip: patch stride in px (dashed lines)")
+    ap.add_argument("--by", choices=("run", "sample"), default="run", help="strip: one row per run (default) or per sample")
     ap.add_argument("--param", default="", help="sweep: the swept config key, e.g. method.w2")
     ap.add_argument("--metrics", default="", help="sweep: comma-separated metric columns")
     ap.add_argument("--series", default="method.name", help="sweep: config key naming each line")
@@ -312,7 +329,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 args.out, per_row=args.per_row, samples=samples or None, output_key=args.output_key)
         elif args.kind == "strip":
             out = wide_strip(list(zip(_labels(args.labels, runs), runs)), args.out, samples=samples or (0,),
-                             output_key=args.output_key, stride=args.stride)
+                             output_key=args.output_key, stride=args.stride, by=args.by)
         else:
             if not args.param or not args.metrics:
                 raise ConfigError("sweep needs --param KEY and --metrics a,b")

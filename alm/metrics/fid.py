@@ -16,8 +16,8 @@
 - ``sources`` (default): the run's own source images;
 - ``{dataset: <a dataset node with _target_>, split: <label>, num: N}``: N items of a data set. Its
   statistics (FID: feature sums; KID: the features) are cached outside the package under
-  ``<cache_dir>/reference/<feature>/<dataset name>-<split>-<H>x<W>-n<N>-<config hash>.pt``, per data set,
-  split and resolution, and reused by every later evaluation.
+  ``<cache_dir>/reference/<feature>/<dataset name>-<split>-<H>x<W>-n<N>-<fid|kid>-<config hash>.pt``, per data
+  set, split and resolution, and reused by every later evaluation.
 
 ``views: tiles`` splits wide images into square tiles, each one an element of the set (SyncTweedies-style
 evaluation of panoramas on square crops); ``resize`` sets the side the images are resized to before the
@@ -99,8 +99,10 @@ class _SetMetric(Metric):
         else:
             raise ConfigError(f"{type(self).__name__}: feature must be an Inception dimension "
                               f"{INCEPTION_FEATURES} or a network node {{_target_: ...}}, got {feature!r}")
-        if self.reference != "sources" and not (isinstance(self.reference, dict) and "dataset" in self.reference):
-            raise ConfigError(f"{type(self).__name__}: reference must be 'sources' or {{dataset: ..., split: ..., num: ...}}")
+        if self.reference != "sources" and not (isinstance(self.reference, dict) and
+                                                ("dataset" in self.reference) != ("run" in self.reference)):
+            raise ConfigError(f"{type(self).__name__}: reference must be 'sources', {{dataset: ..., split: ..., num: ...}} "
+                              "or {run: <run folder>, num: ...}")
         self.title = f"{type(self).__name__} ({self.feature_id})"
         self.tm = None
 
@@ -157,17 +159,72 @@ class _SetMetric(Metric):
     # -- reference statistics -------------------------------------------------------------------------
     def reference_path(self, shape: tuple[int, ...], num: int) -> Path:
         ref = self.reference
+        if "run" in ref:
+            return self._run_reference_path(shape, num)
         ds = ref["dataset"]
         name = ds.get("name") or str(ds.get("_target_", "dataset")).rsplit(".", 1)[-1]
         split = ref.get("split", "all")
         h, w = shape[-2:]
         key = _hash({k: v for k, v in ref.items() if k not in ("batch_size",)} | {"views": self.views, "resize": self.resize})
-        return self.cache_dir / "reference" / self.feature_id / f"{name}-{split}-{h}x{w}-n{num}-{key}.pt"
+        kind = type(self).__name__.lower()  # FID keeps feature sums, KID the features: one file each
+        return self.cache_dir / "reference" / self.feature_id / f"{name}-{split}-{h}x{w}-n{num}-{kind}-{key}.pt"
+
+    def _run_reference_files(self) -> list[Path]:
+        """The sample files of a ``{run: ...}`` reference (samples 0..num-1, every one stored)."""
+        from alm.evaluate import rerun_command
+        from alm.run_folder import done_indices, run_config, sample_path
+
+        run = Path(str(self.reference["run"])).expanduser()
+        num = self.reference.get("num")
+        if num is None:
+            cfg = run_config(run)
+            num = cfg.get("num_samples") if cfg is not None else None
+        done = done_indices(run)
+        if num is None:
+            num = len(done)
+        missing = [i for i in range(int(num)) if i not in done]
+        if not done or missing:
+            raise DataError(f"{self.title}: the reference run {run} has {int(num) - len(missing)} of its {int(num)} "
+                            f"samples; make it first: {rerun_command(run)}")
+        return [sample_path(run, i) for i in range(int(num))]
+
+    def _run_reference_path(self, shape: tuple[int, ...], num: int) -> Path:
+        files = self._run_reference_files()
+        run = Path(str(self.reference["run"])).expanduser().resolve()
+        stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        key = _hash({"run": str(run), "files": stamp, "output_key": self.reference.get("output_key", "output"),
+                     "views": self.views, "resize": self.resize})
+        h, w = shape[-2:]
+        kind = type(self).__name__.lower()
+        return self.cache_dir / "reference" / self.feature_id / f"run-{run.name[:60]}-{h}x{w}-n{num}-{kind}-{key}.pt"
+
+    def _load_run_reference(self) -> None:
+        from alm.evaluate import load_sample_file
+
+        files = self._run_reference_files()
+        run, key = Path(str(self.reference["run"])).expanduser(), str(self.reference.get("output_key", "output"))
+
+        def images(chunk: list[Path]) -> torch.Tensor:
+            items = [load_sample_file(f, run) for f in chunk]
+            if any(key not in d for d in items):
+                raise DataError(f"{self.title}: the reference run {run} has no {key!r} tensor in its samples")
+            return torch.stack([d[key].float() for d in items])
+
+        path = self.reference_path(tuple(self.prepare(images(files[:1])).shape), len(files))
+        if path.is_file():
+            self.load_real_state(torch.load(path, map_location=self.device, weights_only=True))
+            return
+        bs = int(self.reference.get("batch_size", 64))
+        for start in range(0, len(files), bs):
+            self.tm.update(self.prepare(images(files[start : start + bs])).to(self.device), real=True)
+        io.atomic_torch_save({k: v.cpu() for k, v in self.real_state().items()}, path)
 
     def _load_reference(self) -> None:
         from alm.config import build
 
         ref = self.reference
+        if "run" in ref:
+            return self._load_run_reference()
         dataset = build(ref["dataset"])
         num = int(ref.get("num") or len(dataset))
         if num > len(dataset):
