@@ -5,24 +5,31 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 # make bench BACKBONE=sd15-tiny: that backbone at batch 1 and 4, with the authors'-loop baseline
+# make bench TASK=wide: wide-image canvases (tiny SD 2.1-base, batch 1 and 4, vs the authors' wide loop)
 BACKBONE ?=
+TASK ?=
 BENCH_ARGS ?=
 comma := ,
 
-.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration table1 table2 table6 fig4 eval paper-ranks clean-runs help
+.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration table1 table2 table3 table6 fig4 eval paper-ranks clean-runs help
 
 help:
 	@echo "make setup      create $(VENV) and install alm with exactly pinned dependencies (constraints.txt)"
 	@echo "make demo       set up, then run the default job (python run.py) and print its table"
 	@echo "make test       set up, then run the test suite (PYTEST_ARGS=--runslow adds slow tests)"
 	@echo "make bench      seconds per sample and ratios ALM / SyncSDE, core overhead vs bare network"
-	@echo "                (BACKBONE=sd15-tiny: batch 1 and 4, and the ratio vs the authors' per-image loop)"
+	@echo "                (BACKBONE=sd15-tiny: batch 1 and 4, and the ratio vs the authors' per-image loop;"
+	@echo "                 TASK=wide: canvases of windows, every wide method vs the authors' wide loop)"
 	@echo "make table-gmm  all methods on the exact Gaussian-mixture testbed -> results/gmm/"
+	@echo "make table-wide-gp  every wide-canvas method on the exact Gaussian-process canvas -> results/wide_gp/"
 	@echo "make table-embedded  every method on the embedded MNIST backbone, 500 test pairs -> results/embedded/"
 	@echo "make sweep-embedded  only the validation sweeps of that table -> results/embedded/sweep.md + plots"
 	@echo "make study-acceleration  ALM with N likelihood iterations per step -> results/embedded/acceleration/"
+	@echo "make table-wide-texture  every wide method on the texture backbone (strips of 5 windows) -> results/wide_texture/"
 	@echo "make table1 | table2 | table6 | fig4   the paper's inpainting tables on SD (GPU + weights + data);"
 	@echo "                 SMOKE=1 runs the same composition on tiny random models and stand-in pictures (CPU, minutes)"
+	@echo "make table3     the paper's wide-image table (+ Fig. 5 grid) on SD 2.1-base (GPU + weights) -> results/table3/;"
+	@echo "                 SMOKE=1 as above (tiny SD 2.1, tiny stand-in metric networks)"
 	@echo "make eval       evaluate run folders (RUNS=..., EVAL_ARGS='metrics=inpaint ...') -> table with a Rank column"
 	@echo "make paper-ranks  check that the rank rule reproduces the paper's printed Rank columns"
 
@@ -43,10 +50,14 @@ test-all: setup
 	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) scripts/bench.py $(if $(BACKBONE),--backbone $(BACKBONE) --batch 1$(comma)4) $(BENCH_ARGS)
+	$(PY) scripts/bench.py $(if $(TASK),--task $(TASK)) $(if $(BACKBONE),--backbone $(BACKBONE) --batch 1$(comma)4) $(BENCH_ARGS)
 
 table-gmm: setup
 	$(PY) scripts/run_experiment.py experiments/gmm.yaml
+
+.PHONY: table-wide-gp
+table-wide-gp: setup
+	$(PY) scripts/run_experiment.py experiments/wide_gp.yaml $(EXP_ARGS)
 
 RUNS ?= results/runs
 eval: setup
@@ -71,8 +82,12 @@ sweep-embedded: setup
 study-acceleration: setup
 	$(PY) scripts/run_experiment.py experiments/acceleration.yaml $(EXP_ARGS)
 
-# The paper's inpainting tables on Stable Diffusion (README: "Reproducing the paper on a GPU").
+.PHONY: table-wide-texture
+table-wide-texture: setup
+	$(PY) scripts/run_experiment.py experiments/wide_texture.yaml $(EXP_ARGS)
+
+# The paper's inpainting tables and its wide-image table (table3) on Stable Diffusion (README: "Reproducing the paper on a GPU").
 # SMOKE=1: the same composition on tiny random models and stand-in pictures, output in results/runs/smoke/.
 SMOKE_FLAG = $(if $(SMOKE),--smoke)
-table1 table2 table6 fig4: setup
+table1 table2 table3 table6 fig4: setup
 	$(PY) scripts/run_experiment.py experiments/$@.yaml $(SMOKE_FLAG) $(EXP_ARGS)
