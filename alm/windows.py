@@ -176,19 +176,24 @@ class WindowGeometry:
         return torch.cat([torch.arange(j * batch, (j + 1) * batch) for j in group])
 
 
-def geometry_for(size: int, stride: float, count: int, extend: str = "right", axis: int = -1) -> WindowGeometry:
-    """The geometry from config values: ``stride`` as a fraction of the window (0.75 = the paper's 384 of
-    512 px) or, if > 1, in entries; ``extend`` = right (anchor = window 0) or both (anchor in the middle)."""
+def check_window_options(stride: float, count: int, extend: str) -> None:
+    """One-line ConfigErrors for the window options that do not depend on the backbone."""
     if isinstance(stride, bool) or not isinstance(stride, (int, float)) or stride <= 0:
         raise ConfigError(f"task.stride={stride!r}: expected a fraction of the window in (0, 1] or a number of entries")
-    step = stride * size if stride <= 1 else stride
-    if abs(step - round(step)) > 1e-9:
-        raise ConfigError(f"task.stride={stride} of a window of {size} entries is {step:g}, not a whole number of entries")
     if extend not in ("right", "both"):
         raise ConfigError(f"task.extend={extend!r}: expected right or both")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ConfigError(f"task.windows={count!r}: expected a positive integer")
     if extend == "both" and count % 2 == 0:
         raise ConfigError(f"task.windows={count} with extend=both: expected an odd count (the source in the middle)")
+
+
+def geometry_for(size: int, stride: float, count: int, extend: str = "right", axis: int = -1) -> WindowGeometry:
+    """The geometry from config values: ``stride`` as a fraction of the window (0.75 = the paper's 384 of
+    512 px) or, if > 1, in entries; ``extend`` = right (anchor = window 0) or both (anchor in the middle)."""
+    check_window_options(stride, count, extend)
+    step = stride * size if stride <= 1 else stride
+    if abs(step - round(step)) > 1e-9:
+        raise ConfigError(f"task.stride={stride} of a window of {size} entries is {step:g}, not a whole number of entries")
     anchor = 0 if extend == "right" else count // 2
     return WindowGeometry(size=int(size), stride=int(round(step)), count=count, anchor=anchor, axis=axis)

@@ -178,3 +178,16 @@ def test_outpainting_with_a_method_that_reads_no_observation_is_one_line():
         build_parts(compose(EMBEDDED + ["method=ddim", "task.source=true"]))
     with pytest.raises(ConfigError, match="needs task=wide"):
         build_parts(compose(["method=multidiffusion", "backbone=gmm", "dataset=gmm"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task.stride=0.3", r"task.stride=0.3 of a window of 32 entries is 9.6, not a whole number"),
+    ("task.windows=0", r"task.windows=0: expected a positive integer"),
+    ("task.extend=up", r"task.extend='up': expected right or both"),
+    ("task.stride=40", r"stride=40 must be between 1 and the window size 32"),
+])
+def test_bad_window_options_are_one_line(override, message):
+    from alm.parts import build_parts
+
+    with pytest.raises(ConfigError, match=message):
+        build_parts(compose(["task=wide", "backbone=gp", "dataset=unconditional", override]))

@@ -35,7 +35,7 @@ from alm.observation import Observation
 from alm.sampling import CallCounter, invert
 from alm.schedule import Schedule
 from alm.tasks.base import Batch, Task
-from alm.windows import WindowGeometry, geometry_for
+from alm.windows import WindowGeometry, check_window_options, geometry_for
 
 Tensor = torch.Tensor
 
@@ -79,9 +79,9 @@ class Windows(Task):
             raise ConfigError(f"task.inversion_cache={self.inversion_cache!r}: expected true, false or auto")
         if isinstance(self.axis, bool) or not isinstance(self.axis, int) or self.axis >= 0:
             raise ConfigError(f"task.axis={self.axis!r}: expected a negative sample axis (-1 = width)")
-        geometry_for(8, self.stride if self.stride <= 1 else 1.0, self.windows, self.extend)  # value checks
-        self._geometry: Optional[WindowGeometry] = None
-        self._scale = 1
+        check_window_options(self.stride, self.windows, self.extend)  # the rest needs the backbone (check)
+        self._geometry: Optional[WindowGeometry] = None  # set by check (they depend on the backbone)
+        self._scale, self._canvas = 1, ()
         self._cache = None
 
     # --- geometry ------------------------------------------------------------------------------
