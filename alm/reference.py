@@ -162,7 +162,7 @@ def reference_wide_alm(unet: UNetCall, canvas_noise: Tensor, c: Any, null: Any, 
         latents = [stepped[j: j + 1] for j in range(count)]
         for j in range(1, count):
             latents[j] = latents[j] - w1 * sigma * (1 - m) * (moved[j: j + 1] - blended[j])
-    canvas = torch.zeros(*latents[0].shape[:-1], size + (count - 1) * stride, dtype=latents[0].dtype)
+    canvas = latents[0].new_zeros(*latents[0].shape[:-1], size + (count - 1) * stride)
     for j in reversed(range(count)):  # the last window first: the earlier window wins on each overlap
         canvas[..., j * stride: j * stride + size] = latents[j]
     return canvas

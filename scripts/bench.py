@@ -2,6 +2,7 @@
 
     python scripts/bench.py --methods alm,alm_fused,syncsde --batch 4 --steps 20
     python scripts/bench.py --backbone sd15-tiny --batch 1,4      # also against the authors' loop
+    python scripts/bench.py --task wide                           # wide images: windows of one canvas
 
 For every backbone (default: a tiny random-weight pixel ``UNet2DModel``, 32x32x3,
 block_out_channels=(32, 64), and the Gaussian mixture ``gmm`` when ``alm.backbones.gmm`` exists),
@@ -30,6 +31,20 @@ guidance. Before timing, the bench prints the largest difference between its out
 (and stops if they disagree); the column "vs authors' loop" is s/sample over the authors' loop's, at
 the same batch. Problems use text prompts on these backbones; timings exclude the (shared) DDIM
 inversion and VAE decoding, as for every row.
+
+Wide images (``--task wide``; ``make bench TASK=wide``): every sample is a canvas of ``--windows`` windows of
+the backbone's size at ``--stride`` (``task=wide``'s geometry, ``alm.tasks.windows.windows_problem``: the
+paper's 5 windows at 0.75 by default), all windows of all canvases rows of one batch, text prompts, no source.
+Default backbone: the tiny SD 2.1-base miniature ``sd21base-tiny`` (the paper's wide-image backbone; a random
+UNet of channels (32, 64) on 4x16x16 latents, so the network is cheap and the method's own work weighs more
+than on the real model); default batches 1 and 4 canvases; default methods ``alm`` (the authors' sequential
+order), ``alm_parallel``, ``alm_fused``, ``syncsde``, ``synctweedies``, ``multidiffusion``, ``ddim``. The
+first row, ``authors_loop``, is ``alm.reference.reference_wide_alm``: the authors' wide-image loop, one canvas
+at a time (e(Y) of all windows in one call, e(E_j) window by window, then CFG of all windows in one call);
+before timing, the bench prints the largest difference between its stitched canvas and our ``alm``'s (and
+stops if they disagree). Columns are per canvas: evals/canvas/step, calls/canvas/step (forward calls per step
+for the whole batch over the batch size: below 1 when canvases share calls), s/canvas; "vs authors' loop" is
+s/canvas over the authors' loop's at the same batch. The stitched canvas's VAE decoding is not timed.
 
 Methods are ``conf/method/<name>.yaml`` built as a run builds them (``alm.config.build`` from their
 ``_target_``), with their published weights (``tuned@method=none``; ``ddim`` is the cheapest: one guided
@@ -395,38 +410,159 @@ def bench_backbone(bb_name: str, backbone: Backbone, methods: dict[str, Method],
             rows.append(row)
             jobs.append((row, (lambda loop=loop, noise=noise: loop(noise)),
                          (lambda loop=loop, raw=raw: run_bare_raw(loop.unet, raw))))
-    for _ in range(args.reps):  # interleaved repetitions, over methods and batch sizes
+    time_jobs(jobs, args.reps)
+    return rows
+
+
+def time_jobs(jobs: list, reps: int) -> None:
+    """Interleaved repetitions over (row, method run, bare-network run) jobs: rep 1 of every job, then rep 2, ..."""
+    for _ in range(reps):
         for row, run_method, run_net in jobs:
             row.method_times.append(_timed(run_method))
             row.bare_times.append(_timed(run_net))
+
+
+# --- wide images: the windows of one canvas ---------------------------------------------------------
+
+WIDE_METHODS = "alm,alm_parallel,alm_fused,syncsde,synctweedies,multidiffusion,ddim"
+WIDE_BACKBONE = "sd21base-tiny"
+
+
+@dataclass
+class WideAuthorsLoop:
+    """ALM on wide images as the authors' code runs it (``alm.reference.reference_wide_alm``): canvas by
+    canvas, each with its own prompt, the windows of one canvas in the authors' order."""
+
+    backbone: Backbone
+    geometry: Any  # alm.windows.WindowGeometry (anchor 0: the canvas grows to the right)
+    steps: int
+    guidance: float
+    w1: float
+    w2: float
+    labels: list
+
+    def __post_init__(self):
+        from alm.reference import ddim_scheduler, text_unet_call
+
+        if self.geometry.anchor != 0:
+            raise BenchError("the authors' wide loop grows the canvas to the right from window 0")
+        self.unet = text_unet_call(self.backbone.denoiser.model)
+        self.scheduler = ddim_scheduler(self.backbone.scheduler_config, self.steps)
+        self.conds = [self.backbone.make_cond([label], 1) for label in self.labels]
+        self.null = self.backbone.null_cond(1)
+
+    def __call__(self, noise: torch.Tensor, unet: Optional[Callable] = None) -> torch.Tensor:
+        """Canvas noise (B, C, H, L) -> stitched canvas latents (B, C, H, L)."""
+        from alm.reference import reference_wide_alm
+
+        g, outs = self.geometry, []
+        with torch.no_grad():
+            for b in range(noise.shape[0]):
+                outs.append(reference_wide_alm(unet or self.unet, noise[b : b + 1], self.conds[b], self.null,
+                                               self.scheduler, size=g.size, stride=g.stride, count=g.count,
+                                               guidance=self.guidance, w1=self.w1, w2=self.w2))
+        return torch.cat(outs)
+
+
+def wide_geometry(backbone: Backbone, args):
+    from alm.windows import geometry_for
+
+    return geometry_for(int(backbone.sample_shape[-1]), args.stride, args.windows)
+
+
+def bench_wide(bb_name: str, backbone: Backbone, methods: dict[str, Method], args) -> list[Row]:
+    """Every method on batches of canvases (and the authors' wide loop first, on text backbones), repetitions
+    interleaved. A row's "sample" is a canvas: its evaluations and seconds are per canvas."""
+    from alm.tasks.windows import windows_problem
+
+    g = wide_geometry(backbone, args)
+    schedule = make_schedule(backbone.scheduler_config, args.steps, kind=args.sampler)
+    with_authors = takes_text(backbone) and not args.no_authors_loop and args.sampler == "ddim"
+    canvas = (*backbone.sample_shape[:-1], g.length)
+    rows, jobs = [], []
+    for batch in args.batch:
+        labels, indices = batch_labels(backbone, batch), range(batch)
+        with torch.no_grad():  # the method only matters for an observed source (none here)
+            problem = windows_problem(backbone, next(iter(methods.values())), g, batch, labels, schedule)
+        dtype = problem.x0.dtype
+
+        def sample(bb: Backbone, method: Method, counter: Optional[CallCounter] = None,
+                   problem=problem, indices=indices) -> torch.Tensor:
+            z = reverse(bb, method, problem, schedule, SampleGenerators(args.seed, indices),
+                        guidance=args.guidance, sampler=args.sampler, counter=counter)
+            return g.stitch(z)
+
+        group, outputs = [], {}
+        for name, method in methods.items():
+            recorder, counter = Recorder(backbone), CallCounter()
+            outputs[name] = sample(recorder, method, counter)  # untimed: counts the calls, and warms up
+            inputs = bare_inputs(recorder.calls, backbone.device, dtype)
+            run_bare(backbone, inputs)
+            row = Row(bb_name, batch, name, counter.evaluations / (batch * args.steps), counter.calls / args.steps)
+            group.append((row, (lambda sample=sample, method=method: sample(backbone, method)),
+                          (lambda inputs=inputs: run_bare(backbone, inputs))))
+        if with_authors:
+            alm = methods.get("alm") or make_method("alm")
+            w1, w2 = authors_weights(alm)
+            loop = WideAuthorsLoop(backbone, g, args.steps, args.guidance, w1, w2, labels)
+            noise = SampleGenerators(args.seed, indices).randn(canvas, backbone.device, dtype)  # our canvas noise
+            recorder = RawRecorder(loop.unet)
+            want = loop(noise, recorder)  # untimed: the sanity check, counts the calls, and warms up
+            got = outputs["alm"] if "alm" in outputs else sample(backbone, alm)
+            diff, scale = (got - want).abs().max().item(), max(1.0, want.abs().max().item())
+            print(f"# sanity, {bb_name} batch {batch}: max |alm - authors' wide loop| = {diff:.2e} over {batch} "
+                  f"canvas(es) of {g.count} windows at stride {g.stride} (outputs up to {scale:.2f}; w1={w1:g}, w2={w2:g})")
+            if not diff <= agreement(backbone) * scale:
+                raise BenchError(f"{bb_name}: our alm and the authors' wide loop differ by {diff:.3g} (> "
+                                 f"{agreement(backbone):g} x {scale:.3g}): the ratio would compare different computations")
+            raw = bare_raw_inputs(recorder.calls, backbone.device, dtype)
+            run_bare_raw(loop.unet, raw)
+            evaluations = sum(shape[0] for shape, _, _ in recorder.calls)
+            row = Row(bb_name, batch, AUTHORS, evaluations / (batch * args.steps), len(recorder.calls) / args.steps)
+            group.insert(0, (row, (lambda loop=loop, noise=noise: loop(noise)),
+                             (lambda loop=loop, raw=raw: run_bare_raw(loop.unet, raw))))
+        rows += [row for row, _, _ in group]
+        jobs += group
+    time_jobs(jobs, args.reps)
     return rows
 
 
 HEADER = ["backbone", "batch", "method", "evals/sample/step", "calls/step", "s/sample", "bare s/sample",
           "ratio vs syncsde", "vs authors' loop", "core overhead", "spread"]
+#: --task wide: a sample is a canvas, and the reference is the authors' wide loop
+WIDE_HEADER = ["backbone", "batch", "method", "evals/canvas/step", "calls/canvas/step", "s/canvas", "bare s/canvas",
+               "vs authors' loop", "core overhead", "spread"]
 
 
-def print_table(rows: list[Row]) -> list[dict]:
+def header(task: str = "inpaint") -> list[str]:
+    return WIDE_HEADER if task == "wide" else HEADER
+
+
+def print_table(rows: list[Row], task: str = "inpaint") -> list[dict]:
+    unit = "canvas" if task == "wide" else "sample"
+    columns = header(task)
     out = []
     for key in dict.fromkeys((r.backbone, r.batch) for r in rows):
         group = [r for r in rows if (r.backbone, r.batch) == key]
         ref = next((r for r in group if r.method == "syncsde"), group[0])
         authors = next((r for r in group if r.method == AUTHORS), None)
         for r in group:
-            out.append({
+            row = {
                 "backbone": r.backbone, "batch": str(r.batch), "method": r.method,
-                "evals/sample/step": f"{r.evals_per_sample_step:.2f}", "calls/step": f"{r.calls_per_step:.2f}",
-                "s/sample": f"{r.method_s / r.batch:.4g}", "bare s/sample": f"{r.bare_s / r.batch:.4g}",
+                f"evals/{unit}/step": f"{r.evals_per_sample_step:.2f}", "calls/step": f"{r.calls_per_step:.2f}",
+                "calls/canvas/step": f"{r.calls_per_step / r.batch:.2f}",
+                f"s/{unit}": f"{r.method_s / r.batch:.4g}", f"bare s/{unit}": f"{r.bare_s / r.batch:.4g}",
                 "ratio vs syncsde": f"{r.method_s / ref.method_s:.2f}" + ("" if ref.method == "syncsde" else f" (vs {ref.method})"),
                 "vs authors' loop": f"{r.method_s / authors.method_s:.2f}" if authors else "-",
                 "core overhead": f"{r.method_s / r.bare_s:.2f}",
                 "spread": f"{100 * r.spread:.0f}%",
-            })
-    widths = {h: max(len(h), *(len(row[h]) for row in out)) for h in HEADER}
-    print("  ".join(h.ljust(widths[h]) for h in HEADER))
-    print("  ".join("-" * widths[h] for h in HEADER))
+            }
+            out.append({h: row[h] for h in columns})
+    widths = {h: max(len(h), *(len(row[h]) for row in out)) for h in columns}
+    print("  ".join(h.ljust(widths[h]) for h in columns))
+    print("  ".join("-" * widths[h] for h in columns))
     for row in out:
-        print("  ".join(row[h].ljust(widths[h]) for h in HEADER))
+        print("  ".join(row[h].ljust(widths[h]) for h in columns))
     return out
 
 
@@ -442,12 +578,20 @@ def _batches(text: str) -> list[int]:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="alm,alm_fused,syncsde,bld", help="comma-separated method names")
+    p.add_argument("--task", choices=("inpaint", "wide"), default="inpaint",
+                   help="inpaint: one image per sample (default); wide: canvases of overlapping windows (task=wide)")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated method names (default: alm,alm_fused,syncsde,bld; --task wide: {WIDE_METHODS})")
     p.add_argument("--backbones", "--backbone", dest="backbones", default=None,
-                   help="comma-separated: unet, or conf/backbone names such as sd15-tiny (default: unet[,gmm])")
+                   help="comma-separated: unet, or conf/backbone names such as sd15-tiny "
+                        f"(default: unet[,gmm]; --task wide: {WIDE_BACKBONE})")
     p.add_argument("--backbone-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a value of the conf/backbone file (repeatable), e.g. path=/models/ddpm")
-    p.add_argument("--batch", type=_batches, default=[4], help="batch size(s), comma-separated, e.g. 1,4")
+    p.add_argument("--batch", type=_batches, default=None,
+                   help="batch size(s), comma-separated, e.g. 1,4 (default: 4; --task wide: 1,4 canvases)")
+    p.add_argument("--windows", type=int, default=5, help="--task wide: windows per canvas (task.windows)")
+    p.add_argument("--stride", type=float, default=0.75,
+                   help="--task wide: window stride, a fraction of the window or (> 1) latent columns (task.stride)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (after one untimed run)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
@@ -460,6 +604,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps < 1 or args.reps < 1:
         p.error("--steps and --reps must be positive")
+    wide = args.task == "wide"
+    if args.batch is None:
+        args.batch = [1, 4] if wide else [4]
+    if args.methods is None:
+        args.methods = WIDE_METHODS if wide else "alm,alm_fused,syncsde,bld"
+    if args.stride.is_integer() and args.stride > 1:
+        args.stride = int(args.stride)  # entries, as task.stride
     return args
 
 
@@ -483,24 +634,33 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         methods = {name: make_method(name) for name in names}
-        backbones = args.backbones.split(",") if args.backbones else default_backbones()
-        print(f"# batch {','.join(map(str, args.batch))}, {args.steps} {args.sampler} steps, guidance {args.guidance}, "
-              f"median of {args.reps} interleaved reps, torch threads {torch.get_num_threads()}, device {args.device}")
+        wide = args.task == "wide"
+        default = [WIDE_BACKBONE] if wide else default_backbones()
+        backbones = args.backbones.split(",") if args.backbones else default
+        print(f"# task {args.task}, batch {','.join(map(str, args.batch))}, {args.steps} {args.sampler} steps, "
+              f"guidance {args.guidance}, median of {args.reps} interleaved reps, torch threads {torch.get_num_threads()}, "
+              f"device {args.device}")
         rows = []
         for bb_name in backbones:
             backbone = make_backbone(bb_name.strip(), args.backbone_override).to(args.device)
-            print(f"# {bb_name}: sample shape {tuple(backbone.sample_shape)}")
-            rows += bench_backbone(bb_name.strip(), backbone, methods, args)
+            if wide:
+                g = wide_geometry(backbone, args)
+                print(f"# {bb_name}: canvas of {g.count} windows of {tuple(backbone.sample_shape)} at a stride of "
+                      f"{g.stride} along the width: {(*backbone.sample_shape[:-1], g.length)}")
+                rows += bench_wide(bb_name.strip(), backbone, methods, args)
+            else:
+                print(f"# {bb_name}: sample shape {tuple(backbone.sample_shape)}")
+                rows += bench_backbone(bb_name.strip(), backbone, methods, args)
     except (BenchError, ALMError) as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
-    table = print_table(rows)
+    table = print_table(rows, args.task)
     _warn_if_loaded()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             command = [sys.executable, *sys.argv] if argv is None else [sys.executable, __file__, *argv]
             f.write("# " + " ".join(shlex.quote(a) for a in command) + "\n")
-            writer = csv.DictWriter(f, fieldnames=HEADER)
+            writer = csv.DictWriter(f, fieldnames=header(args.task))
             writer.writeheader()
             writer.writerows(table)
     return 0

@@ -86,15 +86,16 @@ class ALM(Method):
     def _fused(self, y, ctx: StepContext) -> StepGen:
         # Eq. 1: DDIM(Y, e_cfg(Y)) + w1 (1-M)(X - Y) + M (w2 e(Y,c) - w3 e(E,c)); e(Y,c) is shared.
         m, x, s = ctx.mask, ctx.x_t(y), ctx.sigma
+        rows = merge_groups(ctx.groups)  # every row, unless the task leaves some unmoved (a canvas's first window)
         evals = ctx.guided_evals(y)
         if self.likelihood:
-            evals.append(Eval(steps.blend(x, y, m)))
+            sel = None if _every(rows) else rows
+            evals.append(Eval(steps.blend(x, y, m)[rows], rows=sel))  # e(E) only for the rows that move
         outs = yield evals
         y_next = ctx.base_step(y, ctx.guided(outs)) + steps.sync_term(x, y, m, s * self.w1)
         if self.likelihood:
-            rows = merge_groups(ctx.groups)  # every row, unless the task leaves some unmoved (a canvas's first window)
-            move = s * steps.alm_move(m, outs[0], outs[-1], self.lam1, self.w2)
-            y_next = y_next + move if _every(rows) else _add_rows(y_next, rows, move[rows])
+            move = s * steps.alm_move(_rows(m, rows), outs[0][rows], outs[-1], self.lam1, self.w2)
+            y_next = _add_rows(y_next, rows, move)
         return y_next
 
 
