@@ -3,6 +3,7 @@
     python scripts/fetch_weights.py sd15                  # one checkpoint, fp32 weights
     python scripts/fetch_weights.py sd15 sdxl --variant fp16
     python scripts/fetch_weights.py --all
+    python scripts/fetch_weights.py animatediff modelscope   # the text-to-video models (animatediff brings sd15)
     python scripts/fetch_weights.py --list                # the name -> repository table (offline)
 
 Only the files a run loads are fetched (``model_index.json``, the component configs, tokenizers,
@@ -76,10 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         print("error: HF_HUB_OFFLINE is set; unset it to download", file=sys.stderr)
         return 1
+    asked = list(names)  # --revision is for the named checkpoint, not for what it brings along
+    for name in list(names):  # a checkpoint that builds on another (animatediff: sd15) brings it along
+        names[names.index(name):names.index(name)] = [r for r in CHECKPOINTS[name].requires if r not in names]
     for name in names:
         ckpt = CHECKPOINTS[name]
         try:
-            folder, variant = fetch(ckpt, args.variant, args.revision)
+            folder, variant = fetch(ckpt, args.variant, args.revision if name in asked else None)
         except Exception as err:  # network, authentication, a missing variant: one line per checkpoint
             text = str(err).strip().splitlines()
             print(f"error: {name} ({ckpt.repo_id}): {type(err).__name__}: {text[0] if text else ''}", file=sys.stderr)

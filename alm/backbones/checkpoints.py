@@ -22,6 +22,9 @@ WEIGHTS_STEM = {
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 SDXL_COMPONENTS = (*SD_COMPONENTS, "text_encoder_2", "tokenizer_2")
 PIXEL_COMPONENTS = ("unet", "scheduler")
+#: a repository holding one model at its root (config.json + diffusion_pytorch_model.*): a motion adapter
+ROOT = "."
+ADAPTER_COMPONENTS = (ROOT,)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Checkpoint:
     revision: str
     components: tuple[str, ...]
     about: str
+    #: other named checkpoints a run of this one also loads (fetched with it)
+    requires: tuple[str, ...] = ()
 
 
 CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
@@ -48,6 +53,11 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
                PIXEL_COMPONENTS, "Ho et al.'s unconditional pixel DDPM on CelebA-HQ 256 px (paper Fig. 4)"),
     Checkpoint("ddpm_cifar10", "google/ddpm-cifar10-32", "main",
                PIXEL_COMPONENTS, "Ho et al.'s unconditional pixel DDPM on CIFAR-10 32 px"),
+    Checkpoint("animatediff", "guoyww/animatediff-motion-adapter-v1-5-2", "main",
+               ADAPTER_COMPONENTS, "AnimateDiff motion adapter v1-5-2 on the sd15 base (text-to-video, 16 frames, 512 px)",
+               requires=("sd15",)),
+    Checkpoint("modelscope", "ali-vilab/text-to-video-ms-1.7b", "main",
+               SD_COMPONENTS, "ModelScope text-to-video 1.7B (UNet3DConditionModel, 16 frames, 256 px)"),
 )}
 
 
@@ -75,6 +85,10 @@ def select_files(files: list[str], components: tuple[str, ...], variant: Optiona
     """
     chosen = [f for f in files if f == "model_index.json"]
     for comp in components:
+        if comp == ROOT:  # one model at the repository's root: its config and one weights format
+            chosen += [f for f in files if f == "config.json"]
+            chosen += _weights([f for f in files if "/" not in f], comp, "diffusion_pytorch_model", variant)
+            continue
         inside = [f for f in files if f.startswith(comp + "/")]
         if not inside:
             raise ValueError(f"the repository has no {comp}/ folder")
@@ -88,7 +102,8 @@ def select_files(files: list[str], components: tuple[str, ...], variant: Optiona
 
 def _weights(files: list[str], comp: str, stem: str, variant: Optional[str]) -> list[str]:
     """One format of ``comp``'s weights: a single file or all shards with their index."""
-    pattern = re.compile(rf"^{re.escape(comp)}/{re.escape(stem)}(\.(?P<var>[A-Za-z0-9_]+))?"
+    prefix = "" if comp == ROOT else re.escape(comp) + "/"
+    pattern = re.compile(rf"^{prefix}{re.escape(stem)}(\.(?P<var>[A-Za-z0-9_]+))?"
                          rf"(-\d+-of-\d+)?\.(?P<ext>safetensors|bin)(\.index(\.(?P<ivar>[A-Za-z0-9_]+))?\.json)?$")
     groups: dict[tuple[Optional[str], str], list[str]] = {}
     for f in files:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, ClassVar, Mapping, Optional, Union
 
 import torch
 
@@ -66,6 +66,9 @@ def prompt_list(labels: Any, batch: int, backbone: str) -> list[str]:
 class LatentDiffusion(Backbone):
     """``eps(z, t, cond)`` of a Stable Diffusion (1.x / 2.x / XL) pipeline over VAE latents."""
 
+    #: the ``unet/`` classes this backbone loads (``alm.backbones.video`` adds the video UNets)
+    unet_classes: ClassVar[tuple[str, ...]] = ("UNet2DConditionModel",)
+
     def __init__(
         self,
         path: Optional[str] = None,
@@ -101,7 +104,7 @@ class LatentDiffusion(Backbone):
         if repo_id:  # named in the config even when path overrides it: say how to get the real one
             how += f"; {fetch_command(str(repo_id))} fetches {repo_id}"
         folder = find_checkpoint_folder(path, repo_id, revision, cache_dir, how)
-        unet_cfg = _check_layout(folder, how)
+        unet_cfg = _check_layout(folder, how, self.unet_classes)
         self.xl = unet_cfg.get("addition_embed_type") == "text_time"
         index = _read_json(folder / "model_index.json", "pipeline index") if (folder / "model_index.json").is_file() else {}
         self.force_zeros_for_empty_prompt = bool(index.get("force_zeros_for_empty_prompt", True)) and self.xl
@@ -109,7 +112,9 @@ class LatentDiffusion(Backbone):
         vae_cfg = _read_json(folder / "vae" / "config.json", "VAE config")
         upcast = bool(vae_cfg.get("force_upcast", False)) if upcast_vae is None else bool(upcast_vae)
         self.vae_dtype = torch.float32 if (upcast and torch_dtype == torch.float16) else torch_dtype
-        unet, self.vae, encoders, self.tokenizers = load_components(folder, torch_dtype, self.vae_dtype, variant, self.xl)
+        unet = self._load_unet(folder, torch_dtype, variant)
+        unet, self.vae, encoders, self.tokenizers = load_components(folder, torch_dtype, self.vae_dtype, variant, self.xl,
+                                                                    unet=unet)
         self.text_encoders = torch.nn.ModuleList(encoders)
         _set_attention((unet, self.vae), attention)
         if vae_slicing:
@@ -120,7 +125,7 @@ class LatentDiffusion(Backbone):
         sched_cfg = _read_json(folder / "scheduler" / "scheduler_config.json", "scheduler config")
         if scheduler:
             sched_cfg.update(_plain(scheduler))
-        self.denoiser = DiffusersUNet.from_model(unet, sched_cfg, prediction_type=prediction_type, name=name)
+        self.denoiser = self._make_denoiser(unet, sched_cfg, prediction_type, name)
         self.scheduler_config = self.denoiser.scheduler_config
         self.model_prediction_type = self.denoiser.model_prediction_type
         self.conditional = True
@@ -144,6 +149,16 @@ class LatentDiffusion(Backbone):
         if want != got:
             raise CheckpointError(f"backbone {self.name}: the UNet expects added embeddings of size {want}, the text "
                                   f"encoder and 6 time ids give {got} (mismatched SDXL components)")
+
+    # -- hooks of the video backbones (alm.backbones.video)
+
+    def _load_unet(self, folder: Path, dtype: torch.dtype, variant: Optional[str]):
+        """The denoising network of a pipeline folder (None: ``load_components`` loads the UNet)."""
+        return None
+
+    def _make_denoiser(self, unet, sched_cfg: dict, prediction_type: Optional[str], name: str):
+        """The wrapper whose ``eps`` calls ``unet`` (with ``device``, ``scheduler_config``, ``model_prediction_type``)."""
+        return DiffusersUNet.from_model(unet, sched_cfg, prediction_type=prediction_type, name=name)
 
     # -- the Backbone interface
 
@@ -204,12 +219,15 @@ class LatentDiffusion(Backbone):
 
 # --- loading ---------------------------------------------------------------------------------------
 
-def load_components(folder: Path, dtype: torch.dtype, vae_dtype: torch.dtype, variant: Optional[str], xl: bool):
-    """(unet, vae, text encoders, tokenizers) of a pipeline folder, in eval mode without gradients."""
+def load_components(folder: Path, dtype: torch.dtype, vae_dtype: torch.dtype, variant: Optional[str], xl: bool,
+                    unet=None):
+    """(unet, vae, text encoders, tokenizers) of a pipeline folder, in eval mode without gradients
+    (``unet``: an already-loaded denoising network, e.g. a video UNet)."""
     import diffusers
     import transformers
 
-    unet = _load(diffusers.UNet2DConditionModel, folder, "unet", dtype, variant)
+    if unet is None:
+        unet = _load(diffusers.UNet2DConditionModel, folder, "unet", dtype, variant)
     vae = _load(diffusers.AutoencoderKL, folder, "vae", vae_dtype, variant)
     if unet.config.in_channels != vae.config.latent_channels:
         raise ConfigError(f"{folder}: the UNet takes {unet.config.in_channels} input channels, the VAE makes "
@@ -245,7 +263,7 @@ def _shapes(unet, vae, resolution: Optional[int], name: str) -> tuple[tuple[int,
     return (int(vae.config.in_channels), res, res), (int(vae.config.latent_channels), res // factor, res // factor)
 
 
-def _check_layout(folder: Path, how: str) -> dict:
+def _check_layout(folder: Path, how: str, classes: tuple[str, ...] = ("UNet2DConditionModel",)) -> dict:
     """The UNet config of a pipeline folder, after checking that its components are there."""
     if not any((folder / c).exists() for c in ("unet", "vae", "text_encoder", "scheduler")):
         raise CheckpointError(f"{folder} is not a diffusers pipeline folder (no unet/ vae/ text_encoder/ tokenizer/ "
@@ -257,8 +275,8 @@ def _check_layout(folder: Path, how: str) -> dict:
     missing = [r for r in required if not (folder / r).exists()]
     if missing:
         raise CheckpointError(f"{folder} is missing {', '.join(missing)} (an incomplete download?); {how}")
-    if unet_cfg.get("_class_name") != "UNet2DConditionModel":
-        raise CheckpointError(f"{folder / 'unet'} holds a {unet_cfg.get('_class_name')}, not a UNet2DConditionModel")
+    if unet_cfg.get("_class_name") not in classes:
+        raise CheckpointError(f"{folder / 'unet'} holds a {unet_cfg.get('_class_name')}, not a {' or '.join(classes)}")
     return unet_cfg
 
 

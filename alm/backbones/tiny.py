@@ -14,6 +14,8 @@ real checkpoint (``path=<folder>``).
 | ``sdxl``        | stable-diffusion-xl-base-1.0     | 64 px  | 4x16x16  |
 | ``sd15-inpaint``| stable-diffusion-inpainting      | 64 px  | 9-ch UNet|
 | ``ddpm_celebahq``| google/ddpm-celebahq-256        | 64 px  | (pixel)  |
+| ``animatediff`` | sd15 + animatediff-motion-adapter-v1-5-2 (``motion_adapter/``) | 64 px x F | 4xFx16x16 |
+| ``modelscope``  | ali-vilab/text-to-video-ms-1.7b (``UNet3DConditionModel``)     | 64 px x F | 4xFx16x16 |
 
 What is mirrored: component classes, folder layout, scheduler configs (copied from the real
 ``scheduler_config.json`` files), the text encoders' layer choices (SD 2.x / SDXL: linear projections,
@@ -52,6 +54,12 @@ SDXL_SCHEDULER = {
     "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False,
 }
 INPAINT_SCHEDULER = {**SD_SCHEDULER, "_class_name": "DDIMScheduler"}
+#: ali-vilab/text-to-video-ms-1.7b's scheduler/scheduler_config.json (DDIM, scaled-linear betas)
+MODELSCOPE_SCHEDULER = {
+    "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "epsilon", "set_alpha_to_one": False,
+    "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+}
 DDPM_SCHEDULER = {
     "_class_name": "DDPMScheduler", "beta_end": 0.02, "beta_schedule": "linear", "beta_start": 0.0001,
     "clip_sample": True, "num_train_timesteps": 1000, "trained_betas": None, "variance_type": "fixed_small",
@@ -101,11 +109,16 @@ def tiny_backbone(tiny: str, **kwargs: Any):
     from alm.backbones.diffusers_unet import DiffusersUNet
     from alm.backbones.latent import LatentDiffusion
 
-    classes = {"sd15": LatentDiffusion, "sd21base": LatentDiffusion, "sdxl": LatentDiffusion, "ddpm_celebahq": DiffusersUNet}
+    from alm.backbones.video import VideoDiffusion
+
+    classes = {"sd15": LatentDiffusion, "sd21base": LatentDiffusion, "sdxl": LatentDiffusion, "ddpm_celebahq": DiffusersUNet,
+               "animatediff": VideoDiffusion, "modelscope": VideoDiffusion}
     if tiny not in classes:
         raise ConfigError(f"tiny model {tiny!r} is not a backbone: expected one of {', '.join(classes)}")
-    for key in ("path", "repo_id", "revision"):
+    for key in ("path", "repo_id", "revision", "adapter_path", "adapter_repo_id", "adapter_revision"):
         kwargs.pop(key, None)
+    if tiny == "animatediff":  # the two real folders: the SD 1.5 base and the motion adapter's repository
+        kwargs["adapter_path"] = str(ensure_tiny(tiny) / "motion_adapter")
     return classes[tiny](path=str(ensure_tiny(tiny)), **kwargs)
 
 
@@ -283,10 +296,47 @@ def build_ddpm_celebahq(folder: Path) -> None:
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(DDPM_SCHEDULER, indent=2))
 
 
+def build_animatediff(folder: Path) -> None:
+    # the SD 1.5 base (the tiny sd15, same seeds) plus motion_adapter/ in the adapter repository's layout
+    # (config.json + diffusion_pytorch_model.safetensors at its root); v1-5-2's flags: a motion mid block,
+    # 32 frame positions, motion layers per block = the UNet's layers per block
+    from diffusers import MotionAdapter
+
+    build_sd15(folder)
+    torch.manual_seed(4)
+    adapter = MotionAdapter(block_out_channels=(32, 64), motion_layers_per_block=1, motion_num_attention_heads=4,
+                            motion_norm_num_groups=32, motion_max_seq_length=32, use_motion_mid_block=True).eval()
+    with torch.no_grad():  # diffusers zero-initialises the temporal output projections: make them matter
+        for name, p in adapter.named_parameters():
+            if "proj_out" in name:
+                p.copy_(torch.randn_like(p) * 0.05)
+    adapter.save_pretrained(str(folder / "motion_adapter"))
+
+
+def build_modelscope(folder: Path) -> None:
+    # ModelScope: OpenCLIP-H text encoder (SD 2.x style: gelu, pad "!"), UNet3DConditionModel, DDIM
+    from diffusers import TextToVideoSDPipeline, UNet3DConditionModel
+
+    tokenizer = _tokenizer(folder / ".tok", "!")
+    torch.manual_seed(0)
+    unet = UNet3DConditionModel(
+        sample_size=RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+    ).eval()
+    pipe = TextToVideoSDPipeline(vae=_vae(1), text_encoder=_text_encoder(tokenizer, 2, "gelu"), tokenizer=tokenizer,
+                                 unet=unet, scheduler=_scheduler(MODELSCOPE_SCHEDULER))
+    pipe.save_pretrained(str(folder))
+    shutil.rmtree(folder / ".tok")
+    _finish(folder, MODELSCOPE_SCHEDULER, {"tokenizer": "!"})
+
+
 BUILDERS: dict[str, Callable[[Path], None]] = {
     "sd15": build_sd15,
     "sd21base": build_sd21base,
     "sdxl": build_sdxl,
     "sd15-inpaint": build_sd15_inpaint,
     "ddpm_celebahq": build_ddpm_celebahq,
+    "animatediff": build_animatediff,
+    "modelscope": build_modelscope,
 }

@@ -66,7 +66,7 @@ class Windows(Task):
 
     windows: int = 5            # window count (the paper: 5 windows of 512 px at a stride of 384 px -> 2048 px)
     stride: float = 0.75        # fraction of the window (or, if > 1, entries of the diffusion variable)
-    axis: int = -1              # the sample axis the windows run along (-1: width; a video's frames: -4)
+    axis: int = -1              # the sample axis the windows run along (-1: width; a video's frames: -3)
     extend: str = "right"       # right: grow from window 0; both: from the middle window (odd count)
     source: bool = False        # outpaint the data set's image (the anchor window observed)
     inversion_cache: Any = "auto"   # keep the source's inversion on disk (as task=inpaint)
@@ -188,9 +188,13 @@ class Windows(Task):
 
 
 def _as_image(x: Tensor) -> Tensor:
-    """A (C, H, W) picture of a record tensor (a 1-D field (C, 1, L) is drawn 16 px tall)."""
+    """A (C, H, W) picture of a record tensor (a 1-D field (C, 1, L) is drawn 16 px tall; a clip
+    (C, F, H, W) is its frames side by side, a strip of F x W px)."""
     if x.dim() == 3 and x.shape[-2] == 1:
         return x.expand(x.shape[0], 16, x.shape[-1])
+    if x.dim() == 4:
+        c, f, h, w = x.shape
+        return x.permute(0, 2, 1, 3).reshape(c, h, f * w)
     return x
 
 
