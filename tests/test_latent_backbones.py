@@ -44,11 +44,13 @@ LATENT = ("sd15-tiny", "sd21base-tiny", "sdxl-tiny")
 
 
 def _general_methods() -> list[str]:
-    """Every method of conf/method/ that runs on any backbone (not exact: gmm only; not sd_inpaint)."""
+    """Every inpainting method of conf/method/ that runs on any backbone (not exact: gmm only; not sd_inpaint;
+    not the canvas methods, task=wide only: tests/test_wide.py)."""
     from alm.config import build
 
     names = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
-    return [m for m in names if build(compose([f"method={m}"]).method).requires_backbone is None]
+    built = {m: build(compose([f"method={m}"]).method) for m in names}
+    return [m for m in names if built[m].requires_backbone is None and built[m].requires_task is None]
 
 
 METHODS = _general_methods()

@@ -19,7 +19,7 @@ window steps from the averaged estimate:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from alm import steps
 from alm.errors import ConfigError
@@ -30,6 +30,7 @@ class CanvasMethod(Method):
     """A method that needs the task's windows (``task=wide``)."""
 
     uses_observation: ClassVar[bool] = False
+    requires_task: ClassVar[Optional[str]] = "wide"
 
     def check(self, backbone, task) -> None:
         if not hasattr(task, "geometry"):
