@@ -121,8 +121,10 @@ class Method:
     reads_x_t: ClassVar[bool] = False
     #: uses the observation at all (``ddim`` ignores the mask)
     uses_observation: ClassVar[bool] = True
-    #: the backbone class (``_target_``) this method is limited to, checked before anything is built
-    requires_backbone: ClassVar[Optional[str]] = None
+    #: the backbone class (``_target_``, or a tuple of them) this method is limited to, checked before anything is built
+    requires_backbone: ClassVar[Optional[str | tuple[str, ...]]] = None
+    #: the kind of task this method is limited to (``"wide"``: windows of a canvas), checked by ``check``
+    requires_task: ClassVar[Optional[str]] = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
