@@ -68,8 +68,10 @@ def build_parts(cfg: DictConfig) -> Parts:
         raise ConfigError(f"task {cfg.task.get('_target_')} is not an alm.tasks.base.Task")
     if not isinstance(method, Method):
         raise ConfigError(f"method {cfg.method.get('_target_')} is not an alm.methods.base.Method")
-    if method.requires_backbone and cfg.backbone.get("_target_") != method.requires_backbone:
-        raise ConfigError(f"method={cfg.method.name} needs the backbone {method.requires_backbone}, not {cfg.backbone.name}")
+    need = method.requires_backbone  # one backbone class (_target_) or a tuple of them
+    if need and cfg.backbone.get("_target_") not in ((need,) if isinstance(need, str) else tuple(need)):
+        raise ConfigError(f"method={cfg.method.name} needs the backbone {' or '.join([need] if isinstance(need, str) else need)}, "
+                          f"not {cfg.backbone.name}")
     masks = build(cfg.mask)
     backbone = build(cfg.backbone).to(device).eval()
     backbone.name = str(cfg.backbone.get("name") or getattr(backbone, "name", "backbone"))  # build drops the label

@@ -9,6 +9,17 @@ set), and ``columns``. Runs land in the same folders ``python run.py <overrides>
 finished runs are reused and interrupted ones resumed; the table records the command that made it.
 A run that diverges (NaN, or a blow-up beyond ``alm.sampling.MAX_ABS``) is a row of NaN metrics with a
 note, ranked last, in the table as in a sweep.
+
+``reference: {label, overrides, metrics: [fid, kid]}``: a run made first (after the common overrides, like a
+row) whose outputs are those metrics' reference set (``reference: {run: <its folder>, num: <its num_samples>}``,
+``alm/metrics/fid.py``); it is in the cost table but neither evaluated, ranked nor drawn. ``grid_style: wide``
+draws the grid as wide strips (``alm.figures.wide_strip``), one row per sample (the first ``grid_rows``),
+one column per run. ``smoke.evaluate``: more evaluation config overrides in smoke mode, full keys as in
+``evaluate.config`` (tiny stand-in networks: ``++metrics.clip.model=...``); ``smoke.linear_heads: {<key>: <in>}``:
+a seeded random ``nn.Linear(in, 1)`` state dict written under ``$ALM_CACHE_DIR/smoke-weights/`` and given to
+that evaluation config key (e.g. ``metrics.aesthetic.head_path``). ``figures: {<name>: {_target_: <function>,
+<options>}}``: figures of the finished rows, each ``function(runs=[(label, run_dir, num_samples)], output=<table
+folder>, **options)`` (``run_figure``; e.g. experiments/wide_gp.yaml's variance profiles).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from alm.config import compose  # noqa: E402
 from alm.run_names import run_dir_for  # noqa: E402
 from alm.errors import ALMError, ConfigError, NumericalError  # noqa: E402
 from alm.evaluate import evaluate_experiment, evaluate_runs, plan_evaluation  # noqa: E402
-from alm.figures import comparison_grid, sweep_plot  # noqa: E402
+from alm.figures import comparison_grid, sweep_plot, wide_strip  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
 from alm.runner import run  # noqa: E402
 from alm.sampling import MAX_ABS  # noqa: E402
@@ -189,13 +200,61 @@ def apply_smoke(exp):
     exp.runs = {label: smoke_overrides(exp, list(o)) for label, o in exp.runs.items()}
     for sweep in exp.get("sweeps", {}).values():
         sweep.base = smoke_overrides(exp, list(sweep.base))
+    if "reference" in exp:
+        exp.reference.overrides = smoke_overrides(exp, list(exp.reference.overrides))
     if "evaluate" in exp:
+        heads = []
+        for option, dim in exp.smoke.get("linear_heads", {}).items():  # a stand-in head file per metric option
+            cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
+            path = write_linear_head(cache / "smoke-weights" / f"{option}-{int(dim)}.pth", int(dim))
+            heads.append(f'++{option}="{quotable(path)}"')
         exp.evaluate.overrides = list(exp.evaluate.get("overrides", [])) + ["skip_unavailable=true"]
+        exp.evaluate.config = list(exp.evaluate.get("config", [])) + list(exp.smoke.get("evaluate", [])) + heads
     if exp.smoke.get("data", False):
         cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
         os.environ["ALM_DATA"] = str(make_smoke_data(cache / "smoke-data"))
     exp.output = f"results/runs/smoke/{Path(str(exp.output)).name}"
     return exp
+
+
+def quotable(path: Path) -> str:
+    """``path`` for a double-quoted Hydra override value (a one-line error if it cannot be)."""
+    if any(c in str(path) for c in '"$\\'):
+        raise ConfigError(f"{path}: a folder with a character (\" $ \\) a Hydra override cannot carry")
+    return str(path)
+
+
+def write_linear_head(path: Path, dim: int) -> Path:
+    """A seeded random ``nn.Linear(dim, 1)`` state dict (a stand-in head for a smoke run's metric), once."""
+    import torch
+
+    if not path.is_file():
+        from alm import io
+
+        gen = torch.Generator().manual_seed(0)
+        state = {"weight": torch.randn(1, dim, generator=gen) / dim ** 0.5, "bias": torch.zeros(1)}
+        io.atomic_torch_save(state, path)
+    return path
+
+
+def reference_run(exp, common: list[str], extra: list[str]):
+    """The experiment's reference run: (label, overrides, folder, num_samples), or None."""
+    if "reference" not in exp:
+        return None
+    ref = exp.reference
+    overrides = merge_overrides(common, list(ref.overrides), extra)
+    cfg = compose(overrides)
+    return str(ref.get("label", "reference")), overrides, run_dir_for(cfg, overrides), int(cfg.num_samples)
+
+
+def evaluate_spec(exp, reference) -> dict:
+    """The experiment's ``evaluate:`` section, with the reference run as the reference of ``reference.metrics``."""
+    spec = OmegaConf.to_container(exp.evaluate, resolve=True)
+    if reference is not None:
+        _, _, folder, num = reference
+        refs = [f'{m}.reference={{run:"{quotable(folder)}",num:{num}}}' for m in exp.reference.get("metrics", [])]
+        spec["overrides"] = list(spec.get("overrides", [])) + refs
+    return spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,8 +294,13 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
     output.mkdir(parents=True, exist_ok=True)
     summaries = []
     t_start = time.perf_counter()
+    references = []
     try:
-        plan = plan_evaluation(exp.evaluate) if "evaluate" in exp else None  # metric weights checked before sampling
+        reference = reference_run(exp, common, extra)
+        plan = plan_evaluation(evaluate_spec(exp, reference)) if "evaluate" in exp else None  # weights checked first
+        if reference is not None:  # the reference set first: every row (and sweep point) is judged against it
+            label, overrides, _, _ = reference
+            references.append({**run_one(overrides, label), "setting": " ".join(exp.reference.overrides)})
         runs = {l: list(o) for l, o in exp.runs.items()}
         sweep_only = {f"{l} (tuned)" for l in only} if (only and args.sweeps) else only  # --sweeps --only alm
         for label, overrides in run_sweeps(exp, common, extra, output, plan, sweep_only).items():
@@ -263,20 +327,34 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
             s["rank"] = k
         columns.append("rank")
     header = f"# {exp.name}\n\n{exp.get('description', '').strip()}\n\nMade by `{command}` (make target: `{exp.get('make', '')}`); wall time of this invocation {wall:.0f} s.\n\n"
-    (output / "table.md").write_text(header + markdown_table(summaries, columns=columns) + "\n" + exp.get("notes", ""))
+    table = references + summaries  # the reference run's cost too (no rank)
+    (output / "table.md").write_text(header + markdown_table(table, columns=columns) + "\n" + exp.get("notes", ""))
     with open(output / "table.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
-        w.writerows(summaries)
+        w.writerows(table)
     grids = [(s["method"], s["_dir"]) for s in finished if s["method"] in set(exp.get("grid", [s["method"] for s in summaries]))]
     if grids and exp.get("grid_per_run", False):  # runs on different data: one masked | output grid each
         for label, run_dir in grids:
             slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
             comparison_grid([(label, run_dir)], output / f"grid_{slug}.png", rows=int(exp.get("grid_rows", 6)))
+    elif grids and exp.get("grid_style") == "wide":  # wide images: one strip per run, one row per sample
+        n = min(int(exp.get("grid_rows", 6)), min(s["_n"] for s in finished))
+        wide_strip(grids, output / "grid.png", samples=list(range(n)), by="sample")
     elif grids:
         comparison_grid(grids, output / "grid.png", rows=int(exp.get("grid_rows", 6)))
+    for spec in (exp.get("figures") or {}).values():  # figures: {name: {_target_: a function, its options}}
+        try:
+            run_figure(spec, finished, output)
+        except ALMError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     print((output / "table.md").read_text())
     if plan is not None:  # the evaluation stage: evaluation_table.md / .csv, evaluation_rows.csv, figures
+        if args.smoke:  # stand-in networks with random weights (open_clip's draw from torch's generator): the same each time
+            import torch
+
+            torch.manual_seed(0)
         try:
             print(evaluate_experiment(plan, [(s["method"], s["_dir"], s["_n"]) for s in finished], output, command))
         except ALMError as err:
@@ -285,6 +363,17 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
         if exp.get("combined"):
             write_combined(exp, output, summaries, header)
     return 0
+
+
+def run_figure(spec, finished: list[dict], output: Path) -> Path:
+    """One entry of an experiment's ``figures:``, ``{_target_: module.function, ...options}``, called as
+    ``function(runs=[(label, run_dir, num_samples), ...] of the finished rows, output=<table folder>, **options)``
+    (e.g. ``alm.metrics.wide_gp.profile_figure``)."""
+    from hydra.utils import get_method
+
+    options = OmegaConf.to_container(spec, resolve=True)
+    function = get_method(options.pop("_target_"))
+    return function(runs=[(s["method"], s["_dir"], s["_n"]) for s in finished], output=output, **options)
 
 
 def write_combined(exp, output: Path, summaries: list[dict], header: str) -> Path:

@@ -53,7 +53,7 @@ CASES = {
     "a required value left unset": Case([*GMM, "dataset=image_folder"],
                                         r"error: dataset.path must be set: add dataset.path=\.\.\. to the command$"),
     # overrides Hydra refuses: our line first (key and choices), Hydra's report kept below it
-    "unknown method": Case([*GMM, "method=foo"], r"error: .*'method/foo' \(choices: alm, .*syncsde\)$", **HYDRA),
+    "unknown method": Case([*GMM, "method=foo"], r"error: .*'method/foo' \(choices: alm, .*syncsde, synctweedies\)$", **HYDRA),
     "unknown backbone": Case(["backbone=nope"], r"error: .*'backbone/nope' \(choices: .*gmm", **HYDRA),
     "unknown top-level key": Case([*GMM, "foo=1"], r"error: Could not override 'foo' "
                                   r"\(the config has: .*num_samples.*seed.*; \+foo=\.\.\. adds a key\)$", **HYDRA),

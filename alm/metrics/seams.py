@@ -3,19 +3,21 @@
 A wide canvas (C, H, L) is stitched from K windows along its last axis; window j covers the columns
 ``windows[j] = [start_j, stop_j)`` and, on every overlap, the earlier window wins. A **seam** is a column c
 whose left neighbour c-1 comes from a different window: with earlier-wins stitching, c = stop_{j-1} for
-j >= 1 (the first column that window j contributes). The windowed task stores ``windows`` (K, 2) and
-``seams`` with every sample; the metrics read them from the sample's ``meta`` (``meta["seams"]``, else
-``meta["windows"]``), else from their own options (``seams`` / ``windows``: explicit; else the geometry of
+j >= 1 (the first column that window j contributes). The windowed task stores ``windows`` (K, 2), ``seams``
+and ``axis`` (the sample axis the windows run along, -1 = width) in every sample's ``meta``; the metrics
+read them from there (``meta["seams"]``, else the seams of ``meta["windows"]``; ``seam_ratio`` takes its
+columns along ``meta["axis"]``), and only for a sample without them (samples of older runs, tensors
+from elsewhere) fall back on their own options: ``seams`` / ``windows`` explicitly, else the geometry of
 ``count`` windows of ``window`` columns at ``stride``, two of the three with the canvas length, as
-``task=wide`` writes them: ``stride`` a fraction of the window if <= 1, else columns; ``extend: both``
-grows from the middle window, which then wins its overlaps). Options left null come from the run's task
-(``task.windows`` = the count, ``task.stride``, ``task.extend``).
+``task=wide`` writes them (``stride`` a fraction of the window if <= 1, else columns; ``extend: both``
+grows from the middle window, which then wins its overlaps); options left null come from the run's task
+(``task.windows`` = the count, ``task.stride``, ``task.extend``). The fallback is a few integer operations.
 
 ``seam_ratio``: the mean squared difference between adjacent columns across the seams, divided by the
 same inside the windows (every other adjacent pair of columns, optionally leaving out ``exclude`` pairs on
 each side of a seam). Per sample::
 
-    d(c)        = mean over channels and rows of (x[..., c] - x[..., c-1])^2      (c = 1 .. L-1)
+    d(c)        = mean over the other axes of (x[..., c] - x[..., c-1])^2      (c = 1 .. L-1)
     seam_ratio  = mean_{c in seams} d(c) / mean_{c not a seam} d(c)
 
 1.0 = the seams cannot be told from any other column boundary (for a stationary process: exactly in
@@ -77,6 +79,16 @@ def as_windows(windows: Any) -> Tensor:
     if w is None or w.numel() == 0 or bool((w[:, 1] <= w[:, 0]).any()) or bool((w[:, 0] < 0).any()):
         raise DataError(f"windows must be [start, stop) pairs with start < stop, got {windows!r}")
     return w
+
+
+def meta_axis(meta: Any) -> int:
+    """The sample axis the canvas's windows run along: ``meta["axis"]`` (negative), else -1 (the width)."""
+    axis = _meta_value(meta, "axis")
+    if axis is None:
+        return -1
+    if isinstance(axis, bool) or not isinstance(axis, int) or axis >= 0:
+        raise DataError(f"meta axis={axis!r}: expected a negative sample axis (-1 = width)")
+    return int(axis)
 
 
 def _meta_value(meta: Any, key: str) -> Any:
@@ -173,8 +185,9 @@ class Layout:
 
 
 def column_differences(x: Tensor) -> Tensor:
-    """d(c) = mean over channels and rows of (x[..., c] - x[..., c-1])^2: (B, C, H, L) -> (B, L-1), d[:, c-1]."""
-    return (x[..., 1:] - x[..., :-1]).double().pow(2).mean(dim=(1, 2))
+    """d(c) = mean over every other axis of (x[..., c] - x[..., c-1])^2: (B, ..., L) -> (B, L-1), d[:, c-1]."""
+    d = (x[..., 1:] - x[..., :-1]).double().pow(2)
+    return d.reshape(d.shape[0], -1, d.shape[-1]).mean(dim=1)
 
 
 def seam_columns(length: int, seams: Tensor, exclude: int = 0) -> tuple[Tensor, Tensor]:
@@ -216,16 +229,18 @@ class SeamRatio(Metric):
         self.layout.fill_from_run(run_cfg)
 
     def values(self, output, source, mask, labels, metas) -> Tensor:
-        d = column_differences(output)
-        L = output.shape[-1]
         out = torch.empty(output.shape[0], dtype=torch.float64)
         for i in range(output.shape[0]):
-            _, seams = self.layout.of(metas[i] if i < len(metas) else None, L)
+            meta = metas[i] if i < len(metas) else None
+            x = output[i : i + 1].movedim(meta_axis(meta), -1)  # the windows' axis last (a no-op for the width)
+            L = x.shape[-1]
+            d = column_differences(x)[0]
+            _, seams = self.layout.of(meta, L)
             at, inside = seam_columns(L, seams, self.exclude)
             if not bool(at.any()) or not bool(inside.any()):
                 out[i] = math.nan
                 continue
-            s, n = float(d[i][at].sum()), float(d[i][inside].sum())
+            s, n = float(d[at].sum()), float(d[inside].sum())
             self._seam_sum += s
             self._seam_n += int(at.sum())
             self._in_sum += n

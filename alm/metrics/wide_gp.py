@@ -26,8 +26,9 @@ adjacent windows that agree) and ``pieces`` (the coherence of the seam-free piec
 switches alone, without a seam's jump flipping a window's assignment). ``VarianceProfileError`` keeps the
 per-position profile (``profile()``; ``profile_csv`` writes it as a csv).
 
-The layout (windows, seams) comes from each sample's ``meta`` (``windows`` (K, 2) and/or ``seams``), else
-from the metric's options (``windows``, ``seams``, or the geometry ``window`` / ``stride`` / ``count`` /
+The layout (windows, seams) comes from each sample's ``meta`` (``windows`` (K, 2), ``seams`` and ``axis``,
+which ``task=wide`` stores with every sample; ``axis`` must be -1 here), else (a sample without them) from
+the metric's options (``windows``, ``seams``, or the geometry ``window`` / ``stride`` / ``count`` /
 ``extend``; ``window`` defaults to the backbone's length, the others to the run's ``task.windows``,
 ``task.stride``, ``task.extend``): ``alm.metrics.seams.Layout``. Every canvas of a run must share it (the
 statistics are per position across the set).
@@ -51,7 +52,7 @@ import torch
 from alm.backbones.gp import GaussianProcessMixture
 from alm.errors import ConfigError, DataError
 from alm.metrics.base import Metric
-from alm.metrics.seams import Layout
+from alm.metrics.seams import Layout, meta_axis
 from alm.rng import sample_seed
 
 Tensor = torch.Tensor
@@ -277,7 +278,11 @@ class CanvasMetric(Metric):
             raise DataError(f"{self.title}: canvases of {self._x[0].shape[1]} and {x.shape[1]} entries in one run")
         metas = list(metas) if metas is not None else [None] * x.shape[0]
         for i in range(x.shape[0]):
-            self._check_layout(*self.layout.of(metas[i] if i < len(metas) else None, x.shape[1], self.needs_windows))
+            meta = metas[i] if i < len(metas) else None
+            if meta_axis(meta) != -1:
+                raise DataError(f"{self.title}: the sample's windows run along axis {meta_axis(meta)}; the GP "
+                                "testbed's canvases (1, 1, L) run along the last axis (-1)")
+            self._check_layout(*self.layout.of(meta, x.shape[1], self.needs_windows))
         self._x.append(x)
         self._cache.pop("extra", None)
         if self.per_sample:
@@ -490,3 +495,70 @@ class Coherence(CanvasMetric):
         out = {"pairs": float((k[:, 1:] == k[:, :-1]).double().mean()) if k.shape[1] > 1 else 1.0}
         out["pieces"] = float(coherent(self._gp(), x, pieces(self._seams, x.shape[1])).mean())
         return out
+
+
+# -- the variance-profile figure of an experiment (experiments/wide_gp.yaml, ``figures:``) -------------------------
+def run_canvases(run_dir: Path, num_samples: Optional[int] = None) -> tuple[Tensor, list[dict], Any]:
+    """The canvases (N, 1, 1, L), their metas and the run's config of samples 0..N-1 of a run folder (N: the
+    config's ``num_samples`` unless given; a folder may hold more samples than the run asked for)."""
+    from alm import run_folder
+
+    cfg = run_folder.run_config(run_dir)
+    if cfg is None:
+        raise DataError(f"{run_dir} has no config.yaml")
+    n = int(cfg.num_samples if num_samples is None else num_samples)
+    records = [run_folder.load_sample(run_dir, i) for i in range(n)]
+    return torch.stack([r["output"] for r in records]), [r.get("meta") or {} for r in records], cfg
+
+
+def run_profile(run_dir: Path, num_samples: Optional[int] = None) -> tuple[dict[str, list], float]:
+    """``VarianceProfileError.profile()`` of a run folder (layout from the samples' meta, exact reference draws
+    of the run's seed) and the run's variance profile error."""
+    x, metas, cfg = run_canvases(run_dir, num_samples)
+    metric = VarianceProfileError()
+    metric.bind_run(cfg, list(range(x.shape[0])))
+    metric.update(x, x, torch.ones_like(x), metas=metas)
+    return metric.profile(), metric.compute()
+
+
+def profile_figure(runs: Sequence[Sequence[Any]], output: Path, path: str = "profiles.png", columns: int = 3,
+                   labels: Optional[Sequence[str]] = None) -> Path:
+    """Small multiples, one panel per run ``(label, run_dir[, num_samples])``: the canvases' variance over the
+    true variance at every position (blue), the same of as many exact draws (grey: the noise floor), 1 (black),
+    the seams (dotted red) and the columns two windows cover (shaded). Written to ``output / path``."""
+    from alm.figures import _figure, _save
+
+    runs = [r for r in runs if labels is None or r[0] in set(labels)]
+    if not runs:
+        raise DataError("profile_figure: no runs")
+    profiles = [(r[0], *run_profile(Path(r[1]), r[2] if len(r) > 2 else None)) for r in runs]
+    rows = math.ceil(len(profiles) / columns)
+    fig = _figure(4.2 * columns, 2.3 * rows)
+    ratios = [v / t for _, p, _ in profiles for v, t in zip(p["variance"], p["true_variance"])]
+    lo, hi = min(0.9, min(ratios) * 0.95), max(1.1, max(ratios) * 1.05)
+    for k, (label, prof, err) in enumerate(profiles):
+        ax = fig.add_subplot(rows, columns, k + 1)
+        pos, true = prof["position"], prof["true_variance"]
+        for p, c in zip(pos, prof["windows"]):
+            if isinstance(c, int) and c >= 2:
+                ax.axvspan(p - 0.5, p + 0.5, color="0.9", lw=0)
+        for p, s in zip(pos, prof["seam"]):
+            if s:
+                ax.axvline(p - 0.5, color="tab:red", ls=":", lw=0.9)
+        if "exact_variance" in prof:
+            ax.plot(pos, [v / t for v, t in zip(prof["exact_variance"], true)], color="0.55", lw=0.9,
+                    label="exact draws (noise floor)")
+        ax.plot(pos, [v / t for v, t in zip(prof["variance"], true)], color="tab:blue", lw=1.3, label="canvases")
+        ax.axhline(1.0, color="black", lw=0.7)
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(-0.5, len(pos) - 0.5)
+        ax.set_title(f"{label}  (variance profile error {err:.3f})", fontsize=9)
+        if k % columns == 0:
+            ax.set_ylabel("variance / true", fontsize=8)
+        if k >= len(profiles) - columns:
+            ax.set_xlabel("canvas position (seams dotted, overlaps shaded)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if k == 0:
+            ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return _save(fig, Path(output) / path)
