@@ -99,6 +99,11 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"cannot build {target}: {err}".splitlines()[0]) from err
 
 
+def to_plain(cfg: Any) -> Any:
+    """A config node (DictConfig / ListConfig) as plain Python containers, resolved; anything else unchanged."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
 def resolve_device(name: str):
     """``auto`` = cuda if available, else cpu; a CUDA device on a machine without CUDA is a ConfigError."""
     import torch

@@ -394,24 +394,31 @@ def bench_backbone(bb_name: str, backbone: Backbone, methods: dict[str, Method],
             w1, w2 = authors_weights(alm)
             loop = AuthorsLoop(backbone, problem, args.steps, args.guidance, w1, w2, batch_labels(backbone, batch))
             noise = SampleGenerators(args.seed, indices).randn(backbone.sample_shape, backbone.device, dtype)  # our Y_T
-            recorder = RawRecorder(loop.unet)
-            want = loop(noise, recorder)  # untimed: the sanity check, counts the calls, and warms up
             got = outputs["alm"] if "alm" in outputs else sample(backbone, alm)
-            diff, scale = (got - want).abs().max().item(), max(1.0, want.abs().max().item())
-            print(f"# sanity, {bb_name} batch {batch}: max |alm - authors' loop| = {diff:.2e} over {batch} image(s) "
-                  f"(outputs up to {scale:.2f}; w1={w1:g}, w2={w2:g})")
-            if not diff <= agreement(backbone) * scale:
-                raise BenchError(f"{bb_name}: our alm and the authors' loop differ by {diff:.3g} (> {agreement(backbone):g} "
-                                 f"x {scale:.3g}): the ratio would compare different computations")
-            raw = bare_raw_inputs(recorder.calls, backbone.device, dtype)
-            run_bare_raw(loop.unet, raw)
-            evaluations = sum(shape[0] for shape, _, _ in recorder.calls)
-            row = Row(bb_name, batch, AUTHORS, evaluations / (batch * args.steps), len(recorder.calls) / args.steps)
-            rows.append(row)
-            jobs.append((row, (lambda loop=loop, noise=noise: loop(noise)),
-                         (lambda loop=loop, raw=raw: run_bare_raw(loop.unet, raw))))
+            job = authors_job(backbone, bb_name, batch, args.steps, loop, noise, got, dtype,
+                              f"authors' loop| = {{diff:.2e}} over {batch} image(s)", f"w1={w1:g}, w2={w2:g}")
+            rows.append(job[0])
+            jobs.append(job)
     time_jobs(jobs, args.reps)
     return rows
+
+
+def authors_job(backbone, bb_name: str, batch: int, steps: int, loop, noise, got, dtype, what: str, weights: str):
+    """The authors'-loop row and its timing job, after checking that the loop's output equals ours (``got``):
+    otherwise the ratio would compare different computations. ``what`` names the comparison ({diff} filled in)."""
+    recorder = RawRecorder(loop.unet)
+    want = loop(noise, recorder)  # untimed: the sanity check, counts the calls, and warms up
+    diff, scale = (got - want).abs().max().item(), max(1.0, want.abs().max().item())
+    print(f"# sanity, {bb_name} batch {batch}: max |alm - " + what.format(diff=diff) +
+          f" (outputs up to {scale:.2f}; {weights})")
+    if not diff <= agreement(backbone) * scale:
+        raise BenchError(f"{bb_name}: our alm and the {what.split('|')[0]} differ by {diff:.3g} (> {agreement(backbone):g} "
+                         f"x {scale:.3g}): the ratio would compare different computations")
+    raw = bare_raw_inputs(recorder.calls, backbone.device, dtype)
+    run_bare_raw(loop.unet, raw)
+    evaluations = sum(shape[0] for shape, _, _ in recorder.calls)
+    row = Row(bb_name, batch, AUTHORS, evaluations / (batch * steps), len(recorder.calls) / steps)
+    return (row, (lambda: loop(noise)), (lambda: run_bare_raw(loop.unet, raw)))
 
 
 def time_jobs(jobs: list, reps: int) -> None:
@@ -506,21 +513,10 @@ def bench_wide(bb_name: str, backbone: Backbone, methods: dict[str, Method], arg
             w1, w2 = authors_weights(alm)
             loop = WideAuthorsLoop(backbone, g, args.steps, args.guidance, w1, w2, labels)
             noise = SampleGenerators(args.seed, indices).randn(canvas, backbone.device, dtype)  # our canvas noise
-            recorder = RawRecorder(loop.unet)
-            want = loop(noise, recorder)  # untimed: the sanity check, counts the calls, and warms up
             got = outputs["alm"] if "alm" in outputs else sample(backbone, alm)
-            diff, scale = (got - want).abs().max().item(), max(1.0, want.abs().max().item())
-            print(f"# sanity, {bb_name} batch {batch}: max |alm - authors' wide loop| = {diff:.2e} over {batch} "
-                  f"canvas(es) of {g.count} windows at stride {g.stride} (outputs up to {scale:.2f}; w1={w1:g}, w2={w2:g})")
-            if not diff <= agreement(backbone) * scale:
-                raise BenchError(f"{bb_name}: our alm and the authors' wide loop differ by {diff:.3g} (> "
-                                 f"{agreement(backbone):g} x {scale:.3g}): the ratio would compare different computations")
-            raw = bare_raw_inputs(recorder.calls, backbone.device, dtype)
-            run_bare_raw(loop.unet, raw)
-            evaluations = sum(shape[0] for shape, _, _ in recorder.calls)
-            row = Row(bb_name, batch, AUTHORS, evaluations / (batch * args.steps), len(recorder.calls) / args.steps)
-            group.insert(0, (row, (lambda loop=loop, noise=noise: loop(noise)),
-                             (lambda loop=loop, raw=raw: run_bare_raw(loop.unet, raw))))
+            group.insert(0, authors_job(backbone, bb_name, batch, args.steps, loop, noise, got, dtype,
+                                        f"authors' wide loop| = {{diff:.2e}} over {batch} canvas(es) of {g.count} windows "
+                                        f"at stride {g.stride}", f"w1={w1:g}, w2={w2:g}"))
         rows += [row for row, _, _ in group]
         jobs += group
     time_jobs(jobs, args.reps)

@@ -164,6 +164,23 @@ def locate_unet(folder: Path) -> tuple[Path, Optional[str], Optional[Path]]:
 
 # --- the backbone -----------------------------------------------------------------------------------
 
+
+def set_prediction(module: Any, sched_cfg: Mapping[str, Any], prediction_type: Optional[str], name: str) -> None:
+    """What the model predicts (``model_prediction_type``: eps, v or x0; ``prediction_type`` overrides the
+    scheduler config's), the scheduler config the methods see (always eps: ``eps()`` converts), and the
+    model's alpha table for that conversion."""
+    from diffusers import DDIMScheduler
+
+    module.model_prediction_type = prediction_type or sched_cfg.get("prediction_type", "epsilon")
+    if module.model_prediction_type not in PREDICTION_TYPES:
+        raise ConfigError(f"prediction_type={module.model_prediction_type!r}: expected one of {', '.join(PREDICTION_TYPES)}")
+    module.scheduler_config = {**sched_cfg, "prediction_type": "epsilon"}  # eps() always returns eps
+    table = {k: v for k, v in sched_cfg.items() if k not in ("_class_name", "_diffusers_version")}
+    try:
+        module._alphas_cumprod = DDIMScheduler.from_config(table).alphas_cumprod.double()
+    except Exception as err:
+        raise ConfigError(f"invalid scheduler config for backbone {name}: {_one_line(err)}") from None
+
 class DiffusersUNet(Backbone):
     """Pixel-space ``eps(z, t, cond)`` over a diffusers UNet (see the module docstring)."""
 
@@ -273,20 +290,10 @@ class DiffusersUNet(Backbone):
 
     def _setup(self, model, sched_cfg: dict, *, name, num_classes, null_embedding, cond_length,
                prediction_type, dtype, device, resolution=None) -> None:
-        from diffusers import DDIMScheduler
-
         self.name = name
         cfg = model.config
         self.kind = type(model).__name__
-        self.model_prediction_type = prediction_type or sched_cfg.get("prediction_type", "epsilon")
-        if self.model_prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(f"prediction_type={self.model_prediction_type!r}: expected one of {', '.join(PREDICTION_TYPES)}")
-        self.scheduler_config = {**sched_cfg, "prediction_type": "epsilon"}  # eps() always returns eps
-        table_cfg = {k: v for k, v in sched_cfg.items() if k not in ("_class_name", "_diffusers_version")}
-        try:
-            self._alphas_cumprod = DDIMScheduler.from_config(table_cfg).alphas_cumprod.double()
-        except Exception as err:
-            raise ConfigError(f"invalid scheduler config for backbone {name}: {_one_line(err)}") from None
+        set_prediction(self, sched_cfg, prediction_type, name)
 
         size = cfg.sample_size
         if size is None:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from alm.backbones.base import Backbone, Cond
+from alm.config import to_plain
 from alm.errors import ConfigError, DataError
 from alm.rng import SampleGenerators
 
@@ -96,7 +97,7 @@ class MixtureSpec:
         elif cfg is None:
             values = {}
         elif isinstance(cfg, Mapping):
-            values = dict(_to_plain(cfg))
+            values = dict(to_plain(cfg))
         else:
             raise ConfigError(f"backbone.mixture must be a mapping of mixture parameters, got {type(cfg).__name__}")
         values.update(overrides)
@@ -113,16 +114,6 @@ class MixtureSpec:
                 setattr(spec, name, tuple(float(w) for w in v))
         return spec
 
-
-def _to_plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return cfg
 
 
 def _load_array(path: str, what: str) -> Tensor:

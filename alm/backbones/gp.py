@@ -43,6 +43,7 @@ import torch
 
 from alm.backbones.base import Backbone, Cond
 from alm.backbones.gmm import SCHEDULER_CONFIG, categorical_from_uniform
+from alm.config import to_plain
 from alm.errors import ConfigError, DataError
 
 Tensor = torch.Tensor
@@ -143,7 +144,7 @@ class GaussianProcessMixture(Backbone):
         self.nugget = float(nugget)
         if self.nugget < 0:
             raise ConfigError(f"backbone.nugget={nugget} must be >= 0")
-        nodes = list(DEFAULT_COMPONENTS if components is None else _to_plain(components))
+        nodes = list(DEFAULT_COMPONENTS if components is None else to_plain(components))
         if not nodes:
             raise ConfigError("backbone.components is empty: give at least one Gaussian process")
         self.components = tuple(GPComponent.from_config(c, i) for i, c in enumerate(nodes))
@@ -291,13 +292,3 @@ class GaussianProcessMixture(Backbone):
                           for c in self.components)
         return f"length={self.length}, nugget={self.nugget:g}, components=[{parts}]"
 
-
-def _to_plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return cfg

@@ -36,11 +36,11 @@ from typing import Any, ClassVar, Mapping, Optional
 import torch
 
 from alm.backbones.diffusers_unet import (
-    PREDICTION_TYPES,
     _device,
     _one_line,
     _read_json,
     find_checkpoint_folder,
+    set_prediction,
 )
 from alm.backbones.latent import LatentDiffusion, _load
 from alm.errors import CheckpointError, ConfigError
@@ -55,18 +55,8 @@ class VideoUNet(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, sched_cfg: Mapping[str, Any], prediction_type: Optional[str], name: str):
         super().__init__()
-        from diffusers import DDIMScheduler
-
         self.name, self.kind = name, type(model).__name__
-        self.model_prediction_type = prediction_type or sched_cfg.get("prediction_type", "epsilon")
-        if self.model_prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(f"prediction_type={self.model_prediction_type!r}: expected one of {', '.join(PREDICTION_TYPES)}")
-        self.scheduler_config = {**sched_cfg, "prediction_type": "epsilon"}  # eps() always returns eps
-        table = {k: v for k, v in sched_cfg.items() if k not in ("_class_name", "_diffusers_version")}
-        try:
-            self._alphas_cumprod = DDIMScheduler.from_config(table).alphas_cumprod.double()
-        except Exception as err:
-            raise ConfigError(f"invalid scheduler config for backbone {name}: {_one_line(err)}") from None
+        set_prediction(self, sched_cfg, prediction_type, name)
         self.model = model.eval().requires_grad_(False)
 
     @property
