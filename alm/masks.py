@@ -318,6 +318,9 @@ def mixed(
 class NoMasks:
     """``mask=none``: for tasks whose layout decides what is observed (``task=wide``); asking for a mask is an error."""
 
+    def __init__(self, name: str = "none"):
+        self.name = name
+
     def get(self, index: int, size: Size):
         raise ConfigError("mask=none gives no masks: this task needs a mask (choose one, e.g. mask=thick)")
 

@@ -234,6 +234,15 @@ def test_yaml_instantiates(path, tmp_path):
     from hydra.utils import instantiate
 
     cfg = OmegaConf.load(path)
+    if path.stem == "none":  # mask=none (task=wide): no masks at all, asking for one is a one-line error
+        from alm.errors import ConfigError
+        from alm.masks import NoMasks
+
+        src = instantiate(cfg)
+        assert isinstance(src, NoMasks) and cfg.name == "none"
+        with pytest.raises(ConfigError, match="mask=none gives no masks"):
+            src.get(0, (32, 32))
+        return
     assert cfg._target_ == "alm.masks.MaskSource" and cfg.seed == 0 and cfg.name
     if cfg.kind == "folder":
         _write_png(tmp_path / "m.png", np.eye(32, dtype=bool))
