@@ -65,13 +65,17 @@ def test_strip_metrics_on_square_tiles(strips):
     assert ClassAgreement(path=PATH).title == "class agreement (texture classifier)"
 
 
+#: the layout task=wide writes into every sample's meta (5 windows of 32 at stride 24), read by the seam metrics
+LAYOUT = {"windows": [[0, 32], [24, 56], [48, 80], [72, 104], [96, 128]], "seams": [32, 56, 80, 104], "axis": -1}
+
+
 def _fake_run(root, name, outputs, labels):
     """A run folder as the runner writes it (samples/NNNNN.pt), for strips we choose (all hole: generated)."""
     (root / name / "samples").mkdir(parents=True)
     hole = torch.ones(1, 32, 128)
     for i in range(len(labels)):
         torch.save({"source": outputs[i], "mask": hole, "masked": outputs[i] * 0, "output": outputs[i],
-                    "label": int(labels[i]), "meta": {"index": i}}, root / name / "samples" / f"{i:05d}.pt")
+                    "label": int(labels[i]), "meta": {"index": i, **LAYOUT}}, root / name / "samples" / f"{i:05d}.pt")
     return root / name
 
 
