@@ -181,6 +181,16 @@ def set_prediction(module: Any, sched_cfg: Mapping[str, Any], prediction_type: O
     except Exception as err:
         raise ConfigError(f"invalid scheduler config for backbone {name}: {_one_line(err)}") from None
 
+
+def to_eps(module: Any, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
+    """The network's output as eps, from its ``model_prediction_type`` (eps, v or x0) and alpha table."""
+    if module.model_prediction_type == "epsilon":
+        return out
+    ab = module._alphas_cumprod.to(z.device)[t.to(z.device)].to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
+    if module.model_prediction_type == "v_prediction":
+        return ab.sqrt() * out + (1 - ab).sqrt() * z
+    return (z - ab.sqrt() * out) / (1 - ab).sqrt()  # "sample": out is x0
+
 class DiffusersUNet(Backbone):
     """Pixel-space ``eps(z, t, cond)`` over a diffusers UNet (see the module docstring)."""
 
@@ -371,13 +381,7 @@ class DiffusersUNet(Backbone):
             out = self.model(zin, tt).sample
         if out.shape[1] == 2 * z.shape[1]:  # learned variance: [eps, variance]
             out = out[:, : z.shape[1]]
-        out = out.to(z.dtype)
-        if self.model_prediction_type == "epsilon":
-            return out
-        ab = self._alphas_cumprod.to(z.device)[tt.to(z.device)].to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
-        if self.model_prediction_type == "v_prediction":
-            return ab.sqrt() * out + (1 - ab).sqrt() * z
-        return (z - ab.sqrt() * out) / (1 - ab).sqrt()  # "sample": out is x0
+        return to_eps(self, out.to(z.dtype), z, tt)
 
     def null_cond(self, batch: int) -> Cond:
         if self.kind == "UNet2DConditionModel":

@@ -41,6 +41,7 @@ from alm.backbones.diffusers_unet import (
     _read_json,
     find_checkpoint_folder,
     set_prediction,
+    to_eps,
 )
 from alm.backbones.latent import LatentDiffusion, _load
 from alm.errors import CheckpointError, ConfigError
@@ -73,13 +74,7 @@ class VideoUNet(torch.nn.Module):
         if self.kind == "UNetMotionModel":  # it takes one state per frame (AnimateDiffPipeline repeats them)
             states = states.repeat_interleave(z.shape[2], dim=0)
         out = self.model(z.to(device=dev, dtype=mdt), tt, encoder_hidden_states=states.to(device=dev, dtype=mdt)).sample
-        out = out.to(z.dtype)
-        if self.model_prediction_type == "epsilon":
-            return out
-        ab = self._alphas_cumprod.to(z.device)[tt.to(z.device)].to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
-        if self.model_prediction_type == "v_prediction":
-            return ab.sqrt() * out + (1 - ab).sqrt() * z
-        return (z - ab.sqrt() * out) / (1 - ab).sqrt()
+        return to_eps(self, out.to(z.dtype), z, tt)
 
 
 class VideoDiffusion(LatentDiffusion):

@@ -202,3 +202,34 @@ def resize_shortest_center_crop(x: torch.Tensor, size: int, mode: str = "bicubic
 def torch_hub_checkpoint(url: str) -> Path:
     """Where ``torch.hub.load_state_dict_from_url(url)`` keeps (or would keep) its file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+_RUN_BACKBONES: dict = {}
+
+
+def run_backbone(run_cfg: Any, target: str, cls: type, what: str, kind: str, option: str) -> Any:
+    """The exact backbone (``target``, an instance of ``cls``) a run sampled from, built from its config's
+    ``backbone`` node (``alm.config.build``) once per config and handed out as a copy (devices stay apart);
+    ``kind`` and ``option`` (``backbone=<option>``) name it in the one-line error for a run of another backbone."""
+    import copy
+    import json
+
+    from alm.config import build, to_plain
+
+    if run_cfg is None:
+        raise ConfigError(f"{what} needs the run's config.yaml (the {kind} it sampled from); the run folder has none")
+    node = run_cfg.get("backbone")
+    got = node.get("_target_") if node is not None else None
+    if got != target:
+        name = (node.get("name") or got) if node is not None else None
+        raise ConfigError(f"{what} scores against the exact {kind}: it needs a run with backbone={option}, "
+                          f"not backbone={name}")
+    key = json.dumps([target, to_plain(node)], sort_keys=True, default=str)
+    if key not in _RUN_BACKBONES:
+        built = build(node)
+        if not isinstance(built, cls):  # pragma: no cover - the target says it is one
+            raise ConfigError(f"{what}: backbone node {target} did not build a {cls.__name__}")
+        _RUN_BACKBONES.clear()
+        _RUN_BACKBONES[key] = built.cpu().eval()
+    return copy.deepcopy(_RUN_BACKBONES[key])
+

@@ -38,8 +38,6 @@ the run's seed too, so every run, seed 0 included, gets exactly its former numbe
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 from typing import Any, Optional, Sequence
 
@@ -48,7 +46,7 @@ import torch
 from alm import gmm_metrics as gm
 from alm.backbones.gmm import GaussianMixture
 from alm.errors import ConfigError, DataError
-from alm.metrics.base import Metric, _as_batch_mask
+from alm.metrics.base import Metric, _as_batch_mask, run_backbone
 
 #: the ``_target_`` of the run's ``backbone`` node these metrics accept
 GMM_TARGET = "alm.backbones.gmm.GaussianMixture"
@@ -56,31 +54,10 @@ GMM_TARGET = "alm.backbones.gmm.GaussianMixture"
 
 def run_mixture(run_cfg: Any, what: str = "this metric") -> GaussianMixture:
     """The exact mixture a run sampled from, built from its config's ``backbone`` node (``alm.config.build``)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from alm.config import build
-
-    if run_cfg is None:
-        raise ConfigError(f"{what} needs the run's config.yaml (the mixture it sampled from); the run folder has none")
-    node = run_cfg.get("backbone")
-    target = node.get("_target_") if node is not None else None
-    if target != GMM_TARGET:
-        name = (node.get("name") or target) if node is not None else None
-        raise ConfigError(f"{what} scores against the exact Gaussian mixture: it needs a run with backbone=gmm, "
-                          f"not backbone={name}")
-    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    key = json.dumps(plain, sort_keys=True, default=str)
-    if _BUILT.get("key") != key:  # the metrics of one set share one build (a copy each: devices stay apart)
-        mixture = build(node)
-        if not isinstance(mixture, GaussianMixture):  # pragma: no cover - the target says it is one
-            raise ConfigError(f"{what}: backbone node {target} did not build a GaussianMixture")
-        _BUILT.clear()
-        _BUILT.update(key=key, mixture=mixture.cpu().eval())
-    return copy.deepcopy(_BUILT["mixture"])
+    return run_backbone(run_cfg, GMM_TARGET, GaussianMixture, what, "Gaussian mixture", "gmm")
 
 
 #: the last mixture ``run_mixture`` built: ``key`` (its node as JSON) and ``mixture`` (on the CPU)
-_BUILT: dict[str, Any] = {}
 
 
 class MixtureMetric(Metric):

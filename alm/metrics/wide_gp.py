@@ -39,7 +39,6 @@ Exact reference draws: canvas i comes from a CPU generator seeded with ``sample_
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import json
@@ -51,7 +50,7 @@ import torch
 
 from alm.backbones.gp import GaussianProcessMixture
 from alm.errors import ConfigError, DataError
-from alm.metrics.base import Metric
+from alm.metrics.base import Metric, run_backbone
 from alm.metrics.seams import Layout, meta_axis
 from alm.rng import sample_seed
 
@@ -66,32 +65,11 @@ MIN_GROUP = 10
 
 
 # -- the run's process ----------------------------------------------------------------------------------
-_BUILT: dict[str, Any] = {}
 
 
 def run_gp(run_cfg: Any, what: str = "this metric") -> GaussianProcessMixture:
     """The GP mixture a run sampled from, built from its config's ``backbone`` node."""
-    from omegaconf import DictConfig, OmegaConf
-
-    from alm.config import build
-
-    if run_cfg is None:
-        raise ConfigError(f"{what} needs the run's config.yaml (the process it sampled from); the run folder has none")
-    node = run_cfg.get("backbone")
-    target = node.get("_target_") if node is not None else None
-    if target != GP_TARGET:
-        name = (node.get("name") or target) if node is not None else None
-        raise ConfigError(f"{what} scores against the exact Gaussian process: it needs a run with backbone=gp, "
-                          f"not backbone={name}")
-    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    key = json.dumps(plain, sort_keys=True, default=str)
-    if _BUILT.get("key") != key:
-        gp = build(node)
-        if not isinstance(gp, GaussianProcessMixture):  # pragma: no cover - the target says it is one
-            raise ConfigError(f"{what}: backbone node {target} did not build a GaussianProcessMixture")
-        _BUILT.clear()
-        _BUILT.update(key=key, gp=gp.cpu().eval())
-    return copy.deepcopy(_BUILT["gp"])
+    return run_backbone(run_cfg, GP_TARGET, GaussianProcessMixture, what, "Gaussian process", "gp")
 
 
 # -- the math: float64 functions of canvases (N, L) --------------------------------------------------------
