@@ -230,3 +230,16 @@ def test_eps_is_the_pipelines_unet_call_and_a_saved_pipeline_loads(name, tmp_pat
     saved = VideoDiffusion(path=str(tmp_path / "pipe"), frames=FRAMES, resolution=64, dtype="float32")
     assert type(saved.denoiser.model).__name__ == KINDS[name]
     assert torch.allclose(saved.eps(z, t, saved.make_cond("a photo of a cat", 1)), want, atol=1e-5)
+
+
+def test_task_video_is_the_paper_geometry_along_frames():
+    """task=video: 12 windows of 16 frames at a stride of 8 -> 104 frames (paper §4.2.4), on the frame axis."""
+    from alm.config import build
+    from alm.tasks.windows import Windows
+
+    cfg = compose(["task=video", "backbone=animatediff-tiny", "dataset=wide_prompts", "device=cpu"])
+    task = build(cfg.task)
+    assert isinstance(task, Windows) and (task.windows, task.stride, task.axis) == (12, 0.5, -3)
+    assert cfg.mask.name == "none"
+    g = task.geometry(type("B", (), {"sample_shape": (4, 16, 8, 8)})())
+    assert (g.size, g.stride, g.count, g.length) == (16, 8, 12, 104)
