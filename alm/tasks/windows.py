@@ -16,8 +16,9 @@ MultiDiffusion) read the geometry from ``Problem.extra["windows"]``.
 - Output: the stitched canvas, decoded once (the window closer to the anchor wins each overlap).
 
 Each sample's record keeps ``output`` (the canvas), ``source`` (the data set's canvas-size image, or the
-source placed on the canvas, or zeros), ``mask`` (1 = generated), ``windows`` ([start, stop) per window)
-and ``seams`` (where the stitched canvas changes window), all in data space.
+source placed on the canvas, or zeros) and ``mask`` (1 = generated); its ``meta`` the layout the seam
+metrics read: ``windows`` ([start, stop) per window), ``seams`` (where the stitched canvas changes window),
+both in data space, and ``axis``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from alm import io
 from alm.backbones.base import cat_cond
 from alm.errors import ConfigError, DataError
 from alm.methods.base import Method, Problem
-from alm.observation import Observation
-from alm.sampling import CallCounter, invert
+from alm.observation import FromState
+from alm.sampling import CallCounter
 from alm.schedule import Schedule
 from alm.tasks.base import Batch, Task
 from alm.windows import WindowGeometry, check_window_options, geometry_for
@@ -40,21 +41,18 @@ from alm.windows import WindowGeometry, check_window_options, geometry_for
 Tensor = torch.Tensor
 
 
-class NeighbourState(Observation):
+def neighbour_state(geometry: WindowGeometry, batch: int, anchor_trajectory: Optional[Tensor] = None) -> FromState:
     """X_t of every window: its parent's current entries on the shared part (``WindowGeometry.from_parents``);
     the anchor's X_t is ``anchor_trajectory[i]`` when a source is observed. ``chain``: the window groups."""
 
-    def __init__(self, geometry: WindowGeometry, batch: int, anchor_trajectory: Optional[Tensor] = None):
-        self.geometry, self.batch = geometry, batch
-        self.anchor_trajectory = anchor_trajectory
-        self.chain = [geometry.group_rows(g, batch) for g in geometry.groups()] or None
-
-    def x_t(self, i: int, y: Tensor) -> Tensor:
+    def x_t(i: int, y: Tensor) -> Tensor:
         into = None
-        if self.anchor_trajectory is not None:
+        if anchor_trajectory is not None:
             into = y.clone()
-            into[self.geometry.rows(self.geometry.anchor, self.batch)] = self.anchor_trajectory[i]
-        return self.geometry.from_parents(y, into)
+            into[geometry.rows(geometry.anchor, batch)] = anchor_trajectory[i]
+        return geometry.from_parents(y, into)
+
+    return FromState(x_t, chain=[geometry.group_rows(g, batch) for g in geometry.groups()] or None)
 
 
 @dataclass
@@ -105,9 +103,8 @@ class Windows(Task):
 
     def check(self, backbone: Any, dataset: Any, method: Method) -> None:
         self._geometry, self._scale = self.geometry(backbone), self.scale(backbone)
-        self._canvas = self.canvas_shape(backbone)
-        shape = getattr(dataset, "shape", None)
-        window, canvas = tuple(backbone.data_shape), self.canvas_shape(backbone)
+        self._canvas = canvas = self.canvas_shape(backbone)
+        shape, window = getattr(dataset, "shape", None), tuple(backbone.data_shape)
         if self.source:
             if not method.reads_x_t:
                 raise ConfigError(f"task.source=true outpaints an observed image, but method={method.name} reads no "
@@ -149,10 +146,6 @@ class Windows(Task):
     def finish(self, backbone: Any, batch: Batch, z: Tensor) -> Tensor:
         with torch.no_grad():
             return backbone.decode(self._geometry.stitch(z)).float()
-
-    def record(self, batch: Batch, j: int, output: Tensor) -> dict[str, Any]:
-        g, scale = self._geometry, self._scale
-        return {**super().record(batch, j, output), "windows": g.spans(scale), "seams": g.seams(scale)}
 
     def pictures(self, record: dict) -> dict[str, Tensor]:
         pics = {"output": record["output"]}
@@ -241,6 +234,5 @@ def windows_problem(
     def initial_noise(generators):
         return g.crops(generators.randn(tuple(canvas_shape), device=device, dtype=x0.dtype))
 
-    observation = NeighbourState(g, batch, anchor_trajectory)
-    return Problem(x0=x0, mask=mask.to(x0.dtype), cond=cond_rows, observation=observation,
-                   initial_noise=initial_noise, extra={"windows": g, "batch": batch})
+    return Problem(x0=x0, mask=mask.to(x0.dtype), cond=cond_rows, observation=neighbour_state(g, batch, anchor_trajectory),
+                   initial_noise=initial_noise, extra={"windows": g})
