@@ -238,6 +238,15 @@ class RawRecorder:
         return self.unet(z, t, conds)
 
 
+def authors_pieces(backbone: Backbone, steps: int, labels: list):
+    """What the authors' loops call, one image at a time: the raw text UNet, diffusers' DDIM scheduler with
+    ``steps`` set, each image's prompt condition and the empty prompt's."""
+    from alm.reference import ddim_scheduler, text_unet_call
+
+    return (text_unet_call(backbone.denoiser.model), ddim_scheduler(backbone.scheduler_config, steps),
+            [backbone.make_cond([label], 1) for label in labels], backbone.null_cond(1))
+
+
 @dataclass
 class AuthorsLoop:
     """ALM as the authors' code runs it (``alm.reference.reference_alm``) over a batch problem: image by
@@ -252,12 +261,7 @@ class AuthorsLoop:
     labels: list
 
     def __post_init__(self):
-        from alm.reference import ddim_scheduler, text_unet_call
-
-        self.unet = text_unet_call(self.backbone.denoiser.model)
-        self.scheduler = ddim_scheduler(self.backbone.scheduler_config, self.steps)
-        self.conds = [self.backbone.make_cond([label], 1) for label in self.labels]
-        self.null = self.backbone.null_cond(1)
+        self.unet, self.scheduler, self.conds, self.null = authors_pieces(self.backbone, self.steps, self.labels)
         traj, mask = self.problem.observation.trajectory, self.problem.mask  # per image, as the authors hold them
         self.inverted = [[traj[i, b : b + 1] for i in range(traj.shape[0])] for b in range(traj.shape[1])]
         self.masks = [mask[b : b + 1] for b in range(mask.shape[0])]
@@ -449,14 +453,9 @@ class WideAuthorsLoop:
     labels: list
 
     def __post_init__(self):
-        from alm.reference import ddim_scheduler, text_unet_call
-
         if self.geometry.anchor != 0:
             raise BenchError("the authors' wide loop grows the canvas to the right from window 0")
-        self.unet = text_unet_call(self.backbone.denoiser.model)
-        self.scheduler = ddim_scheduler(self.backbone.scheduler_config, self.steps)
-        self.conds = [self.backbone.make_cond([label], 1) for label in self.labels]
-        self.null = self.backbone.null_cond(1)
+        self.unet, self.scheduler, self.conds, self.null = authors_pieces(self.backbone, self.steps, self.labels)
 
     def __call__(self, noise: torch.Tensor, unet: Optional[Callable] = None) -> torch.Tensor:
         """Canvas noise (B, C, H, L) -> stitched canvas latents (B, C, H, L)."""

@@ -92,3 +92,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache (HF_HOME, HF_HUB_CACHE): no checkpoint can be found in it."""
+    cache = tmp_path / "hf"
+    (cache / "hub").mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
+    return cache / "hub"
+

@@ -329,15 +329,6 @@ def test_ddim_cfg_sampling_equals_the_diffusers_pipeline(name, dtype):
 
 # --- missing checkpoints -------------------------------------------------------------------------------
 
-@pytest.fixture
-def empty_hf_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hf"
-    (cache / "hub").mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
-    return cache / "hub"
-
-
 @pytest.mark.parametrize("name", ("sd15", "sd21base", "sdxl", "ddpm_celebahq"))
 def test_missing_checkpoint_is_one_line_naming_the_fetch_command(name, empty_hf_cache):
     cfg = compose([f"backbone={name}", "device=cpu"])

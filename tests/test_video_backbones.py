@@ -136,15 +136,6 @@ def test_encode_and_decode_go_frame_by_frame(name):
 
 # --- missing checkpoints and the fetch entries ----------------------------------------------------------
 
-@pytest.fixture
-def empty_hf_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "hf"
-    (cache / "hub").mkdir(parents=True)
-    monkeypatch.setenv("HF_HOME", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
-    return cache / "hub"
-
-
 def _one_line_error(overrides: list[str]) -> str:
     with pytest.raises(CheckpointError) as info:
         build(compose(overrides + ["device=cpu"]).backbone)
