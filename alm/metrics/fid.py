@@ -160,14 +160,16 @@ class _SetMetric(Metric):
     def reference_path(self, shape: tuple[int, ...], num: int) -> Path:
         ref = self.reference
         if "run" in ref:
-            return self._run_reference_path(shape, num)
+            return self._run_reference_path(shape, self._run_reference_files())
         ds = ref["dataset"]
         name = ds.get("name") or str(ds.get("_target_", "dataset")).rsplit(".", 1)[-1]
-        split = ref.get("split", "all")
-        h, w = shape[-2:]
         key = _hash({k: v for k, v in ref.items() if k not in ("batch_size",)} | {"views": self.views, "resize": self.resize})
+        return self._cache_file(f"{name}-{ref.get('split', 'all')}", shape, num, key)
+
+    def _cache_file(self, prefix: str, shape: tuple[int, ...], num: int, key: str) -> Path:
+        h, w = shape[-2:]
         kind = type(self).__name__.lower()  # FID keeps feature sums, KID the features: one file each
-        return self.cache_dir / "reference" / self.feature_id / f"{name}-{split}-{h}x{w}-n{num}-{kind}-{key}.pt"
+        return self.cache_dir / "reference" / self.feature_id / f"{prefix}-{h}x{w}-n{num}-{kind}-{key}.pt"
 
     def _run_reference_files(self) -> list[Path]:
         """The sample files of a ``{run: ...}`` reference (samples 0..num-1, every one stored)."""
@@ -188,15 +190,13 @@ class _SetMetric(Metric):
                             f"samples; make it first: {rerun_command(run)}")
         return [sample_path(run, i) for i in range(int(num))]
 
-    def _run_reference_path(self, shape: tuple[int, ...], num: int) -> Path:
-        files = self._run_reference_files()
+    def _run_reference_path(self, shape: tuple[int, ...], files: list[Path]) -> Path:
+        """The cache file of a ``{run: ...}`` reference's statistics, keyed by its sample files' names, sizes and times."""
         run = Path(str(self.reference["run"])).expanduser().resolve()
         stamp = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
         key = _hash({"run": str(run), "files": stamp, "output_key": self.reference.get("output_key", "output"),
                      "views": self.views, "resize": self.resize})
-        h, w = shape[-2:]
-        kind = type(self).__name__.lower()
-        return self.cache_dir / "reference" / self.feature_id / f"run-{run.name[:60]}-{h}x{w}-n{num}-{kind}-{key}.pt"
+        return self._cache_file(f"run-{run.name[:60]}", shape, len(files), key)
 
     def _load_run_reference(self) -> None:
         from alm.evaluate import load_sample_file
@@ -210,7 +210,7 @@ class _SetMetric(Metric):
                 raise DataError(f"{self.title}: the reference run {run} has no {key!r} tensor in its samples")
             return torch.stack([d[key].float() for d in items])
 
-        path = self.reference_path(tuple(self.prepare(images(files[:1])).shape), len(files))
+        path = self._run_reference_path(tuple(self.prepare(images(files[:1])).shape), files)
         if path.is_file():
             self.load_real_state(torch.load(path, map_location=self.device, weights_only=True))
             return
