@@ -7,6 +7,7 @@ Layout (``EDM``-style: readable names, options written beside the outputs)::
     <run>/samples/00012.pt     per sample: the task's tensors (source, mask, output, ...), label, meta, cost
     <run>/samples/damaged/     sample files found unreadable, set aside (their samples are computed again)
     <run>/images/00012_*.png   the task's pictures of the sample
+    <run>/videos/00012_*.mp4   the task's videos of the sample (and .gif), if its outputs are clips
     <run>/claims/00012.claim   a process is computing sample 12 (``alm.claims``)
     <run>/grid.png             the first rows of the task's picture of each sample
     <run>/eval/                the evaluation stage's per-sample rows and set values (``alm.evaluate``)
@@ -32,6 +33,7 @@ from alm.errors import DataError
 
 SAMPLES = "samples"
 IMAGES = "images"
+VIDEOS = "videos"
 EVAL_DIR = "eval"
 STORE_ROWS = "per_sample.csv"   # <run>/eval/: every per-sample metric ever computed on the run
 STORE_VALUES = "values.json"    # <run>/eval/: each metric's config, samples seen, set-metric values
@@ -48,6 +50,10 @@ def sample_path(run_dir: Path, index: int) -> Path:
 
 def image_path(run_dir: Path, index: int, kind: str) -> Path:
     return Path(run_dir) / IMAGES / f"{int(index):05d}_{kind}.png"
+
+
+def video_path(run_dir: Path, index: int, kind: str, suffix: str = ".mp4") -> Path:
+    return Path(run_dir) / VIDEOS / f"{int(index):05d}_{kind}{suffix}"
 
 
 def done_indices(run_dir: Path) -> set[int]:

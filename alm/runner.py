@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alm import claims, io, run_folder
+from alm import claims, io, run_folder, video_io
 from alm.errors import DataError, NumericalError
 from alm.fingerprint import check_fingerprint, fingerprint, input_hashes, same_but_postprocessing
 from alm.parts import Parts, build_parts
@@ -89,11 +89,14 @@ def reuse(parts: Parts, batch: Batch, source_run: Path) -> tuple[torch.Tensor, d
 
 
 def save(run_dir: Path, task: Task, batch: Batch, outputs: torch.Tensor, cost: dict) -> None:
-    """Per sample: the task's PNGs, then the sample file (written last and atomically: it marks done)."""
+    """Per sample: the task's PNGs and videos, then the sample file (written last and atomically: it marks done)."""
     for j, i in enumerate(batch.indices):
         record = task.record(batch, j, outputs[j])
         for kind, image in task.pictures(record).items():
             io.save_png(image, run_folder.image_path(run_dir, i, kind))
+        for kind, clip in task.movies(record).items():
+            video_io.save_mp4(clip, run_folder.video_path(run_dir, i, kind, ".mp4"))
+            video_io.save_gif(clip, run_folder.video_path(run_dir, i, kind, ".gif"))
         run_folder.save_sample(run_dir, i, {**record, "label": batch.labels[j], "meta": batch.metas[j], "cost": dict(cost)})
 
 

@@ -189,9 +189,12 @@ def test_a_long_video_runs_end_to_end_on_tiny_animatediff(tmp_path):
     assert record["output"].shape == (3, 32, 64, 64)  # 3 windows of 16 frames at a stride of 8
     assert record["meta"]["windows"] == [[0, 16], [8, 24], [16, 32]] and record["meta"]["axis"] == -3
     assert torch.isfinite(record["output"]).all()
+    import imageio.v3 as iio
     from PIL import Image
 
-    assert Image.open(tmp_path / "images" / "00000_output.png").size == (32 * 64, 64)  # the frames side by side
+    assert iio.imread(tmp_path / "videos" / "00000_output.mp4").shape == (32, 128, 128, 3)  # enlarged to >= 128 px
+    w, h = Image.open(tmp_path / "images" / "00000_output.png").size  # the strip: every 8th frame, numbered
+    assert w >= 4 * 64 and h > 64
 
 
 # --- equality with diffusers' own pipelines ---------------------------------------------------------------

@@ -9,6 +9,7 @@ knows no task by name and reads none of its keys; it asks the task, per batch:
     outputs = task.finish(backbone, batch, z)                    # decode, post-process (data space)
     record  = task.record(batch, j, outputs[j])                  # the tensors a sample file keeps
     task.pictures(record), task.panels(record)                   # its PNGs, its row of grid.png
+    task.movies(record)                                          # its MP4s and GIFs (videos)
 
 ``non_output_keys`` name the task's config keys that change no output (excluded from a run's
 fingerprint, e.g. a cache switch); ``postprocess_keys`` those that only post-process finished outputs
@@ -74,6 +75,11 @@ class Task:
     def pictures(self, record: dict) -> dict[str, Tensor]:
         """name -> (C, H, W) image in [-1, 1]: the PNGs of one sample (``images/<index>_<name>.png``)."""
         return {"output": record["output"]}
+
+    def movies(self, record: dict) -> dict[str, Tensor]:
+        """name -> clip (C, F, H, W) in [-1, 1]: the videos of one sample (``videos/<index>_<name>.mp4``
+        and ``.gif``); none for still outputs."""
+        return {}
 
     def panels(self, record: dict) -> list[Tensor]:
         """One sample's row of ``grid.png``."""

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from alm import io
+from alm import io, video_io
 from alm.backbones.base import cat_cond
 from alm.errors import ConfigError, DataError
 from alm.methods.base import Method, Problem
@@ -60,7 +60,7 @@ class Windows(Task):
     """The windowed canvas (``conf/task/wide.yaml``); the fields are its config keys."""
 
     name: ClassVar[str] = "wide"
-    non_output_keys: ClassVar[tuple[str, ...]] = ("inversion_cache", "cache_dir")
+    non_output_keys: ClassVar[tuple[str, ...]] = ("inversion_cache", "cache_dir", "strip_every")
 
     windows: int = 5            # window count (the paper: 5 windows of 512 px at a stride of 384 px -> 2048 px)
     stride: float = 0.75        # fraction of the window (or, if > 1, entries of the diffusion variable)
@@ -69,6 +69,7 @@ class Windows(Task):
     source: bool = False        # outpaint the data set's image (the anchor window observed)
     inversion_cache: Any = "auto"   # keep the source's inversion on disk (as task=inpaint)
     cache_dir: Optional[str] = None
+    strip_every: int = 8        # a video's strip PNG shows every k-th frame
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, bool):
@@ -78,6 +79,8 @@ class Windows(Task):
         if isinstance(self.axis, bool) or not isinstance(self.axis, int) or self.axis >= 0:
             raise ConfigError(f"task.axis={self.axis!r}: expected a negative sample axis (-1 = width)")
         check_window_options(self.stride, self.windows, self.extend)  # the rest needs the backbone (check)
+        if isinstance(self.strip_every, bool) or not isinstance(self.strip_every, int) or self.strip_every < 1:
+            raise ConfigError(f"task.strip_every={self.strip_every!r}: expected a positive frame step")
         self._geometry: Optional[WindowGeometry] = None  # set by check (they depend on the backbone)
         self._scale, self._canvas = 1, ()
         self._cache = None
@@ -151,12 +154,24 @@ class Windows(Task):
         pics = {"output": record["output"]}
         if bool((record["mask"] < 0.5).any()):
             pics["source"] = io.shown_masked(record["source"], record["mask"])
-        return {k: _as_image(v) for k, v in pics.items()}
+        return {k: self._picture(v) for k, v in pics.items()}
+
+    def movies(self, record: dict) -> dict[str, Tensor]:
+        """A clip's MP4 and GIF (a video's frames along axis -3); none for a wide image."""
+        return {"output": record["output"]} if record["output"].dim() == 4 and self.axis == -3 else {}
 
     def panels(self, record: dict) -> list[Tensor]:
-        return [_as_image(record["output"]).clamp(-1, 1)]
+        return [self._picture(record["output"]).clamp(-1, 1)]
 
     # --- helpers -------------------------------------------------------------------------------
+    def _picture(self, x: Tensor) -> Tensor:
+        """A record tensor as a picture: a video (windows along its frames) is a Fig. 7-style strip of every
+        ``strip_every``-th frame with frame numbers, the windows and their seams (``alm.video_io.strip``)."""
+        if x.dim() == 4 and self.axis == -3 and self._geometry is not None:
+            g, scale = self._geometry, self._scale
+            return video_io.strip(x, self.strip_every, g.spans(scale).tolist(), g.seams(scale).tolist())
+        return _as_image(x)
+
     def _anchor_span(self) -> tuple[int, int]:
         """(start, length) of the anchor window on the data-space canvas."""
         g, scale = self._geometry, self._scale
