@@ -41,6 +41,7 @@ WEIGHTS_FILE = "classifier.safetensors"
 CONFIG_FILE = "config.json"
 TRAIN_COMMAND = "python scripts/train_classifier.py"
 TEXTURE_TRAIN_COMMAND = "python scripts/train_classifier.py --data textures"
+CLIP_TRAIN_COMMAND = "python scripts/train_classifier.py --data moving_digits"
 
 
 class DigitClassifier(nn.Module):
@@ -85,6 +86,8 @@ class ClassifierFeatures(nn.Module):
         self.num_features = classifier.num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 5:  # clips (N, C, F, H, W) for a clip encoder: frames as channels
+            x = x.flatten(1, 2)
         return self.classifier.features(x)
 
 
@@ -101,6 +104,8 @@ def judge_name(path: Optional[Union[str, Path]] = None) -> tuple[str, str]:
     folder = weights_files(path)[0].parent
     if folder.name.lower().startswith("texture"):
         return "texture classifier", TEXTURE_TRAIN_COMMAND
+    if folder.name.lower().startswith("clip_encoder"):
+        return "moving-digit clip encoder", CLIP_TRAIN_COMMAND
     return "MNIST classifier", TRAIN_COMMAND
 
 

@@ -123,6 +123,8 @@ def _as_batch_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     m = mask.float()
     if m.dim() == 3:
         m = m.unsqueeze(1)
+    if m.dim() == like.dim() == 5 and m.shape[0] == like.shape[0] and m.shape[2:] == like.shape[2:]:
+        return m.to(like.device)  # a clip's mask (B, 1, F, H, W)
     if m.dim() != 4 or m.shape[0] != like.shape[0] or m.shape[-2:] != like.shape[-2:]:
         raise ConfigError(f"mask of shape {tuple(mask.shape)} does not fit images of shape {tuple(like.shape)}")
     return m.to(like.device)
@@ -167,18 +169,41 @@ def to_rgb(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+VIEWS = ("full", "tiles", "frames", "clips<N>")
+
+
+def check_views(views: str) -> None:
+    """A one-line ``ConfigError`` for an unknown ``views`` option (see ``square_views``)."""
+    if views in VIEWS[:3] or (isinstance(views, str) and views.startswith("clips") and views[5:].isdigit()
+                              and int(views[5:]) > 0):
+        return
+    raise ConfigError(f"views={views!r}: choose one of {', '.join(VIEWS)}")
+
+
 def square_views(x: torch.Tensor, views: str) -> tuple[torch.Tensor, int]:
     """Square views of (B, C, H, W) images for networks trained on square inputs.
 
     ``full``: the images unchanged (the network's own preprocessing resizes / crops them);
     ``tiles``: every non-overlapping square of side min(H, W) along the long side, left to right
     (a 2048x512 wide image -> 4 tiles; a remainder narrower than a tile is covered by one last
-    tile aligned to the end). Returns (B * V, C, S, S) ordered sample-major, and V.
+    tile aligned to the end); ``frames``: the frames of clips (B, C, F, H, W), as they are;
+    ``clips<N>``: the non-overlapping N-frame pieces of clips from frame 0, (B * V, C, N, H, W) (a video
+    judged by a network of N-frame clips). Returns (B * V, C, S, S) ordered sample-major, and V.
     """
     if views == "full":
         return x, 1
-    if views != "tiles":
-        raise ConfigError(f"views={views!r}: choose 'full' or 'tiles'")
+    if views == "frames" or views.startswith("clips"):
+        if x.dim() != 5:
+            raise ConfigError(f"views={views} needs clips (B, C, frames, H, W), got shape {tuple(x.shape)}")
+        if views == "frames":
+            return x.transpose(1, 2).flatten(0, 1), x.shape[2]
+        check_views(views)
+        n, f = int(views[5:]), x.shape[2]
+        if f < n:
+            raise ConfigError(f"views={views}: clips of {f} frames are shorter than {n}")
+        chunks = [x[:, :, s:s + n] for s in range(0, f - n + 1, n)]  # non-overlapping, from frame 0
+        return torch.stack(chunks, dim=1).flatten(0, 1), len(chunks)
+    check_views(views)
     h, w = x.shape[-2:]
     side, long = min(h, w), max(h, w)
     starts = list(range(0, long - side + 1, side))

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from alm.errors import ConfigError, DataError
-from alm.metrics.base import Metric, square_views
+from alm.metrics.base import Metric, check_views, square_views
 
 
 class _ClassifierMetric(Metric):
@@ -52,7 +52,7 @@ class _ClassifierMetric(Metric):
 
         super().__init__(region)
         self.path = path  # None: the project's weights/classifier
-        square_views(torch.zeros(1, 1, 2, 2), views)  # validates ``views`` now
+        check_views(views)  # validates ``views`` now
         self.views = views
         self.net: Optional[torch.nn.Module] = None
         self.title = f"{self.what} ({judge_name(path)[0]})"

@@ -32,7 +32,15 @@ import torch
 import torch.nn.functional as F
 
 from alm.errors import ConfigError, DataError
-from alm.metrics.base import Metric, MissingWeightsError, resize_shortest_center_crop, square_views, to_rgb, to_unit
+from alm.metrics.base import (
+    Metric,
+    MissingWeightsError,
+    check_views,
+    resize_shortest_center_crop,
+    square_views,
+    to_rgb,
+    to_unit,
+)
 
 RANDOM = (None, "", "none", "random")
 
@@ -142,7 +150,7 @@ class CLIPScore(Metric):
         self.title = f"CLIP score ({model}/{pretrained})"
         self.clip = OpenCLIP(model, pretrained, self.title)
         self.prompt, self.class_names, self.views = prompt, list(class_names) if class_names else None, views
-        square_views(torch.zeros(1, 1, 2, 2), views)  # validates ``views`` now
+        check_views(views)  # validates ``views`` now
         self._text_cache: dict[str, torch.Tensor] = {}
 
     def check_available(self) -> None:
@@ -184,6 +192,34 @@ class CLIPScore(Metric):
         return score.clamp_min(0).mean(1)
 
 
+class CLIPFrameConsistency(Metric):
+    """Mean cosine similarity (x100) of the CLIP image embeddings of consecutive frames of a clip
+    (B, C, F, H, W): how much a video stays the same scene from frame to frame (higher is smoother)."""
+
+    higher_is_better = True
+    regions = ("full",)
+
+    def __init__(self, model: str = "ViT-L-14", pretrained: Optional[str] = "openai", region: str = "full") -> None:
+        super().__init__(region)
+        self.title = f"CLIP frame consistency ({model}/{pretrained})"
+        self.clip = OpenCLIP(model, pretrained, self.title)
+
+    def check_available(self) -> None:
+        self.clip.weights_file()
+
+    def setup(self, device) -> None:
+        super().setup(device)
+        self.clip.load(self.device)
+
+    def values(self, output, source, mask, labels, metas) -> torch.Tensor:
+        self.clip.load(self.device)
+        frames, f = square_views(output.to(self.device), "frames")
+        if f < 2:
+            raise DataError(f"{self.title}: a clip of {f} frame has no consecutive pair")
+        emb = self.clip.image_embeddings(frames).view(output.shape[0], f, -1)
+        return 100 * (emb[:, 1:] * emb[:, :-1]).sum(-1).mean(1)
+
+
 class AestheticScore(Metric):
     """LAION aesthetic predictor: a linear (v1) or MLP head on the normalised CLIP ViT-L/14 image embedding."""
 
@@ -199,7 +235,7 @@ class AestheticScore(Metric):
         self.clip = OpenCLIP(model, pretrained, self.title)
         self.head_kind, self.views = head, views
         self.head_path = Path(head_path).expanduser() if head_path else None
-        square_views(torch.zeros(1, 1, 2, 2), views)
+        check_views(views)  # validates ``views`` now
         self.head = None
 
     def check_available(self) -> None:

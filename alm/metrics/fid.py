@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from alm import io
 from alm.errors import ConfigError, DataError
-from alm.metrics.base import Metric, MissingWeightsError, square_views, to_rgb, to_unit, torch_hub_checkpoint
+from alm.metrics.base import Metric, MissingWeightsError, check_views, square_views, to_rgb, to_unit, torch_hub_checkpoint
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FEATURES = (64, 192, 768, 2048)
@@ -80,7 +80,7 @@ class _SetMetric(Metric):
         self.weights_path = Path(weights_path).expanduser() if weights_path else None
         self.resize, self.views = resize, views
         self.cache_dir = Path(cache_dir or DEFAULT_CACHE).expanduser()
-        square_views(torch.zeros(1, 1, 2, 2), views)
+        check_views(views)  # validates ``views`` now
         if isinstance(feature, int) and not isinstance(feature, bool):
             if feature not in INCEPTION_FEATURES:
                 raise ConfigError(f"{type(self).__name__}: feature={feature}: Inception features are one of "
@@ -123,6 +123,9 @@ class _SetMetric(Metric):
     # -- features ------------------------------------------------------------------------------------
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Data-space images -> what the feature network takes (views, resize, range)."""
+        if x.dim() == 5 and not (self.views == "frames" or self.views.startswith("clips")):
+            raise ConfigError(f"{self.title}: the outputs are clips (B, C, F, H, W); set views=frames (per-frame "
+                              f"features) or views=clips<N> (a clip encoder's N-frame pieces), e.g. metrics=video_digits")
         x, _ = square_views(x.float().clamp(-1, 1), self.views)
         if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False, antialias=True)

@@ -51,7 +51,7 @@ class PSNR(Metric):
         if self.region == "full":
             from torchmetrics.functional.image import peak_signal_noise_ratio
 
-            return peak_signal_noise_ratio(o, r, data_range=1.0, reduction="none", dim=(1, 2, 3))
+            return peak_signal_noise_ratio(o, r, data_range=1.0, reduction="none", dim=tuple(range(1, o.dim())))
         mse = masked_mean((o - r).pow(2), region_weights(mask, self.region))
         return 10 * torch.log10(1.0 / mse)
 
@@ -75,6 +75,10 @@ class SSIM(Metric):
     def values(self, output, source, mask, labels, metas) -> torch.Tensor:
         from torchmetrics.functional.image import structural_similarity_index_measure
 
+        if output.dim() == 5:  # clips (B, C, F, H, W): the mean over the frames of the per-frame SSIM
+            b, f = output.shape[0], output.shape[2]
+            frames = [x.transpose(1, 2).flatten(0, 1) for x in (output, source, mask)]
+            return self.values(*frames, [None] * (b * f), [{}] * (b * f)).view(b, f).mean(1)
         o, r = to_unit(output), to_unit(source, clamp=False)
         self._check_size(o)
         if self.region == "full":
