@@ -4,6 +4,7 @@
     python scripts/fetch_weights.py sd15 sdxl --variant fp16
     python scripts/fetch_weights.py --all
     python scripts/fetch_weights.py animatediff modelscope   # the text-to-video models (animatediff brings sd15)
+    python scripts/fetch_weights.py lavie                 # LaVie's lavie_base.pt + SD 1.4's VAE, text encoder, configs
     python scripts/fetch_weights.py --list                # the name -> repository table (offline)
 
 Only the files a run loads are fetched (``model_index.json``, the component configs, tokenizers,
@@ -48,7 +49,8 @@ def fetch(ckpt: Checkpoint, variant: str | None, revision: str | None = None) ->
     files = HfApi().list_repo_files(ckpt.repo_id, revision=revision)
     if variant and not any(f".{variant}." in f for f in files):
         variant = None
-    wanted = select_files(files, ckpt.components, variant)
+    single = tuple(c for c in ckpt.components if c in files)  # components naming one file (lavie_base.pt)
+    wanted = select_files(files, tuple(c for c in ckpt.components if c not in single), variant) + list(single)
     return Path(snapshot_download(ckpt.repo_id, revision=revision, allow_patterns=wanted)), variant
 
 

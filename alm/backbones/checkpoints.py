@@ -58,6 +58,14 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
                requires=("sd15",)),
     Checkpoint("modelscope", "ali-vilab/text-to-video-ms-1.7b", "main",
                SD_COMPONENTS, "ModelScope text-to-video 1.7B (UNet3DConditionModel, 16 frames, 256 px)"),
+    # LaVie (alm/backbones/lavie.py): its UNet is one file of YaohuiW/LaVie (LaVie's README); SD 1.4 gives the VAE, text
+    # encoder, tokenizer, scheduler and unet/config.json, not its UNet weights. A component naming a file is fetched as is.
+    Checkpoint("lavie-sd14", "CompVis/stable-diffusion-v1-4", "main",
+               ("vae", "text_encoder", "tokenizer", "scheduler", "unet/config.json"),
+               "Stable Diffusion v1-4 without its UNet weights (LaVie's VAE, text encoder, tokenizer, UNet config)"),
+    Checkpoint("lavie", "YaohuiW/LaVie", "main", ("lavie_base.pt",),
+               "LaVie base text-to-video UNet (SD 1.4 inflated; 16 frames, 320 x 512; paper Fig. 7 / 11)",
+               requires=("lavie-sd14",)),
 )}
 
 
