@@ -1,5 +1,6 @@
 """Figures from run folders (matplotlib, Agg canvas; no pyplot state): the paper's comparison grid
-(Fig. 2), ablation grid (Fig. 3), wide-image strips (Fig. 5), and metric-vs-weight plots for sweeps.
+(Fig. 2), ablation grid (Fig. 3), wide-image strips (Fig. 5), long-video strips and side-by-side videos
+(Fig. 7 / 11), and metric-vs-weight plots for sweeps.
 
     python -m alm.figures grid     --runs DIR [DIR ...] [--labels a,b] [--rows 6] --out fig2.png
     python -m alm.figures ablation --runs ABL [ABL ...] --reference ALM [--labels ...] [--per-row 3] --out fig3.png
@@ -191,6 +192,36 @@ def wide_strip(columns: Sequence[tuple[str, Path]], path: Path, samples: Sequenc
                 ax.set_title(top, fontsize=8)
     fig.subplots_adjust(wspace=0.03, hspace=0.05)
     return _save(fig, path)
+
+
+def video_comparison(columns: Sequence[tuple[str, Path]], output: Path, samples: Sequence[int] = (0,),
+                     every: int = 8, fps: float = 8.0) -> list[Path]:
+    """Fig. 7 / 11 style, per sample: ``strips_<index>.png`` (one strip per run: every ``every``-th frame with
+    frame numbers, the windows and their seams, the run's label on the left) and ``compare_<index>.mp4`` /
+    ``.gif`` (the runs' videos side by side, in the order of ``columns``)."""
+    from alm import video_io
+
+    if not columns:
+        raise ConfigError("video_comparison: no runs")
+    output = Path(output)
+    made = []
+    for k in _pick([d for _, d in columns], samples, len(samples)):
+        strips, clips = [], []
+        for label, run_dir in columns:
+            d = load_sample(run_dir, k)
+            clip, meta = d["output"].float(), d.get("meta") or {}
+            if clip.dim() != 4:
+                raise DataError(f"{run_dir} sample {k}: output of shape {tuple(clip.shape)} is not a video (C, F, H, W)")
+            strips.append(video_io.strip(clip, every, meta.get("windows"), meta.get("seams"), label=label,
+                                         label_chars=max(len(c[0]) for c in columns)))
+            clips.append(torch.nn.functional.pad(clip, (0, 1), value=1.0))  # a white column between the videos
+        png = output / f"strips_{k:05d}.png"
+        io.save_png(video_io.comparison(strips), png)
+        side = torch.cat(clips, dim=-1)[..., :-1]
+        video_io.save_mp4(side, output / f"compare_{k:05d}.mp4", fps=fps)
+        video_io.save_gif(side, output / f"compare_{k:05d}.gif", fps=fps)
+        made += [png, output / f"compare_{k:05d}.mp4"]
+    return made
 
 
 def _wrap_text(text: str, width: int) -> str:

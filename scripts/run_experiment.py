@@ -14,7 +14,9 @@ note, ranked last, in the table as in a sweep.
 row) whose outputs are those metrics' reference set (``reference: {run: <its folder>, num: <its num_samples>}``,
 ``alm/metrics/fid.py``); it is in the cost table but neither evaluated, ranked nor drawn. ``grid_style: wide``
 draws the grid as wide strips (``alm.figures.wide_strip``), one row per sample (the first ``grid_rows``),
-one column per run. ``smoke.evaluate``: more evaluation config overrides in smoke mode, full keys as in
+one column per run; ``grid_style: video`` draws, for each of the first ``grid_rows`` samples, one Fig. 7-style
+strip per run (every ``strip_every``-th frame) and a side-by-side MP4 / GIF of the runs
+(``alm.figures.video_comparison``). ``smoke.evaluate``: more evaluation config overrides in smoke mode, full keys as in
 ``evaluate.config`` (tiny stand-in networks: ``++metrics.clip.model=...``); ``smoke.linear_heads: {<key>: <in>}``:
 a seeded random ``nn.Linear(in, 1)`` state dict written under ``$ALM_CACHE_DIR/smoke-weights/`` and given to
 that evaluation config key (e.g. ``metrics.aesthetic.head_path``). ``figures: {<name>: {_target_: <function>,
@@ -42,7 +44,7 @@ from alm.config import compose  # noqa: E402
 from alm.run_names import run_dir_for  # noqa: E402
 from alm.errors import ALMError, ConfigError, NumericalError  # noqa: E402
 from alm.evaluate import evaluate_experiment, evaluate_runs, plan_evaluation  # noqa: E402
-from alm.figures import comparison_grid, sweep_plot, wide_strip  # noqa: E402
+from alm.figures import comparison_grid, sweep_plot, video_comparison, wide_strip  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
 from alm.runner import run  # noqa: E402
 from alm.sampling import MAX_ABS  # noqa: E402
@@ -338,6 +340,9 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
         for label, run_dir in grids:
             slug = "".join(c if c.isalnum() else "_" for c in label).strip("_")
             comparison_grid([(label, run_dir)], output / f"grid_{slug}.png", rows=int(exp.get("grid_rows", 6)))
+    elif grids and exp.get("grid_style") == "video":  # long videos: per sample, one strip per run + a side-by-side MP4
+        n = min(int(exp.get("grid_rows", 3)), min(s["_n"] for s in finished))
+        video_comparison(grids, output, samples=list(range(n)), every=int(exp.get("strip_every", 8)))
     elif grids and exp.get("grid_style") == "wide":  # wide images: one strip per run, one row per sample
         n = min(int(exp.get("grid_rows", 6)), min(s["_n"] for s in finished))
         wide_strip(grids, output / "grid.png", samples=list(range(n)), by="sample")

@@ -211,3 +211,50 @@ def test_a_long_digit_video_run_writes_mp4_gif_strip_and_its_measures(tiny_digit
     # the default pixel metrics: MSE / PSNR / SSIM take clips; a pixel FID on 106,496-entry clips is refused in one line
     assert evaluate_main([str(tmp_path), "progress=false", "~metrics.fid_pixels", "~metrics.kid_pixels"]) == 0
     assert evaluate_main([str(tmp_path), "progress=false", "force=true"]) == 1
+
+
+# --- the paper's setup: missing weights, the smoke figure -----------------------------------------------------
+
+@pytest.mark.parametrize("backbone, names", [
+    ("lavie", ["CompVis/stable-diffusion-v1-4", "python scripts/fetch_weights.py lavie"]),
+    ("animatediff", ["python scripts/fetch_weights.py"]),
+])
+def test_missing_video_checkpoint_is_one_line(backbone, names, tmp_path):
+    """``python run.py task=video backbone=<real model> method=alm`` without the weights: one line naming the
+    checkpoint and the command that fetches it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"),
+           "HF_HUB_OFFLINE": "1", "ALM_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, str(root / "run.py"), "task=video", f"backbone={backbone}", "dataset=video_prompts",
+                           "method=alm", f"paths.runs={tmp_path / 'runs'}", "progress=false", "threads=1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert all(n in lines[0] for n in names), lines[0]
+
+
+@pytest.mark.slow
+def test_smoke_fig7_writes_mp4s_and_strips(tmp_path):
+    """``make fig7 SMOKE=1`` on two rows at 2 steps: the runs' MP4s, a side-by-side MP4 and a strip per prompt,
+    the table with the video measures and the Rank column."""
+    from pathlib import Path
+
+    import imageio.v3 as iio
+    from conftest import load_script
+
+    driver = load_script("run_experiment")
+    out = tmp_path / "out"
+    exp = Path(__file__).resolve().parents[1] / "experiments" / "fig7.yaml"
+    assert driver.main([str(exp), "--smoke", "--only", "alm,ddim", "--output", str(out), f"paths.runs={tmp_path / 'runs'}",
+                        "progress=false", "threads=1", "sampler.steps=2"]) == 0
+    assert iio.imread(out / "compare_00001.mp4").shape[0] == 104  # two videos side by side, 104 frames
+    assert (out / "strips_00000.png").is_file() and (out / "compare_00000.gif").is_file()
+    table = (out / "table.md").read_text()
+    assert "boundary_log_jump" in table and "drift" in table and "| alm | 2 |" in table and "rank" in table
+    assert len(list((tmp_path / "runs").rglob("videos/00001_output.mp4"))) == 2
