@@ -258,3 +258,28 @@ def test_smoke_fig7_writes_mp4s_and_strips(tmp_path):
     table = (out / "table.md").read_text()
     assert "boundary_log_jump" in table and "drift" in table and "| alm | 2 |" in table and "rank" in table
     assert len(list((tmp_path / "runs").rglob("videos/00001_output.mp4"))) == 2
+
+
+def test_extending_a_given_clip(tiny_digits_weights, tmp_path):
+    """``task=video task.source=true dataset=video_files``: an MP4 on disk is the observed anchor window, the
+    video grows from it, and the extended video keeps it (a pixel model's DDIM inversion and reconstruction)."""
+    from alm import video_io
+    from alm.config import compose
+    from alm.data.video_files import VideoFiles
+    from alm.runner import run
+
+    clip = real_clips(1)[0][0][:, :16]  # (1, 16, 32, 32)
+    video_io.save_mp4(clip, tmp_path / "clip.mp4", min_size=32)
+    data = VideoFiles(str(tmp_path / "clip.mp4"), frames=16, channels=1)
+    read = data[0].image
+    assert read.shape == (1, 16, 32, 32) and (read - clip).abs().mean() < 0.1  # H.264 is lossy, not far
+    cfg = compose(["task=video", "task.source=true", "task.windows=3", "backbone=moving_digits",
+                   f"backbone.path={tiny_digits_weights}", "dataset=video_files", f"dataset.path={tmp_path / 'clip.mp4'}",
+                   "dataset.prompt=3", "method=alm", "num_samples=1", "sampler.steps=3", "metrics=none", "device=cpu",
+                   "progress=false"])
+    assert run(cfg, tmp_path / "run")["samples"] == 1
+    record = torch.load(tmp_path / "run" / "samples" / "00000.pt", weights_only=False)
+    assert record["output"].shape == (1, 32, 32, 32)  # 3 windows of 16 at a stride of 8
+    assert torch.equal(record["source"][:, :16], read) and float(record["mask"][:, :16].max()) == 0.0  # observed
+    with pytest.raises(Exception, match="has 16 frames"):
+        VideoFiles(str(tmp_path / "clip.mp4"), frames=20)[0]
