@@ -62,6 +62,17 @@ def _own_inversion_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ALM_INVERSION_CACHE_DIR", str(tmp_path_factory.mktemp("inversion-cache")))
 
 
+@pytest.fixture(scope="module")
+def tiny_models_cache(tmp_path_factory):
+    """A module's own ALM_CACHE_DIR (where the tiny miniatures are built) and one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ALM_CACHE_DIR", str(tmp_path_factory.mktemp("alm_cache")))
+        yield
+
+
 def load_script(name: str):
     """``scripts/<name>.py`` as a module (the scripts are not a package), registered in ``sys.modules``
     under ``name`` while it loads (dataclasses look their module up there). The caller may pop it."""

@@ -33,12 +33,7 @@ TEMP_SUFFIXES = ("attn_temp.to_q.weight", "attn_temp.to_k.weight", "attn_temp.to
                  "attn_temp.rotary_emb.freqs", "norm_temp.weight", "norm_temp.bias")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ALM_CACHE_DIR", str(tmp_path_factory.mktemp("alm_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_models_cache")  # conftest: this module's own cache of tiny models
 
 
 @lru_cache(maxsize=1)

@@ -29,12 +29,7 @@ FRAMES = 4  # clips of the unit tests (the end-to-end run keeps the default 16)
 KINDS = {"animatediff-tiny": "UNetMotionModel", "modelscope-tiny": "UNet3DConditionModel"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tiny_cache(tmp_path_factory):
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ALM_CACHE_DIR", str(tmp_path_factory.mktemp("alm_cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_models_cache")  # conftest: this module's own cache of tiny models
 
 
 _BACKBONES: dict[str, VideoDiffusion] = {}
