@@ -10,7 +10,9 @@ skipped:
   canvas of L entries has the law ``canvas_distribution(L)`` (docs/wide_gp.md). Sample b's canvas is
   ``GaussianProcessMixture.sample(1, generator_b, L)`` (its generator only: one uniform for the component,
   then L float64 normals), returned as the window rows (window-major crops of the canvas, the geometry of
-  ``Problem.extra["windows"]``), which the task stitches back into exactly that canvas.
+  ``Problem.extra["windows"]``), which the task stitches back into exactly that canvas. The GP's frame layout
+  (``backbone=gp_video``, ``task=video``) is the same along the frames: a clip of L frames, ``sample(1,
+  generator_b, L)`` (one uniform, then L h w normals), cropped along axis -3.
 """
 
 from __future__ import annotations
@@ -59,12 +61,13 @@ class Exact(Method):
 
 
 def canvas_rows(gp: GaussianProcessMixture, problem: Problem, generators: SampleGenerators) -> torch.Tensor:
-    """Exact canvases of the windowed task, one per sample generator, as the window rows (K * B, 1, 1, n)."""
+    """Exact canvases of the windowed task, one per sample generator, as the window rows (K * B, 1, 1, n), or
+    (K * B, 1, n, h, w) for clips (the GP's frame layout: windows along axis -3)."""
     g = (problem.extra or {}).get("windows")
     if g is None:
         raise ConfigError("method=exact on backbone=gp needs task=wide: the problem has no windows")
-    if g.axis != -1 or g.size != gp.length:
+    if g.axis != gp.axis or g.size != gp.length:
         raise ConfigError(f"method=exact on backbone=gp: windows of {g.size} entries along axis {g.axis}; "
-                          f"the GP's windows are its {gp.length} entries along axis -1")
-    canvas = torch.cat([gp.sample(1, gen, g.length)[0] for gen in generators.generators])  # (B, 1, 1, L)
+                          f"the GP's windows are its {gp.length} entries along axis {gp.axis}")
+    canvas = torch.cat([gp.sample(1, gen, g.length)[0] for gen in generators.generators])  # (B, 1, 1, L) or (B, 1, L, h, w)
     return g.crops(canvas).to(device=problem.x0.device, dtype=problem.x0.dtype)

@@ -17,7 +17,8 @@ does), so a run of another backbone is a one-line ``ConfigError``.
 
 Extra columns (``<column>_<suffix>``, ``Metric.compute_extra``): ``exact`` = the same statistic of as many
 exact canvas draws (the sampling-noise floor at this N; ``reference: false`` turns it off); the variance
-profile adds ``overlap`` (the error on the columns two windows cover) and ``min_ratio``; the seam
+profile adds ``overlap`` (the error on the columns two windows cover), ``min_ratio`` and ``within`` (the error
+within components, grouped as the seam correlation's ``within``); the seam
 correlation adds ``inside`` (the same statistic at the middle of every stitched piece: errors that are not
 the seams') and ``within`` (the error within components: canvases grouped by the majority component of
 their seam-free pieces, each group against its component's covariance: local defects without the
@@ -27,7 +28,7 @@ switches alone, without a seam's jump flipping a window's assignment). ``Varianc
 per-position profile (``profile()``; ``profile_csv`` writes it as a csv).
 
 The layout (windows, seams) comes from each sample's ``meta`` (``windows`` (K, 2), ``seams`` and ``axis``,
-which ``task=wide`` stores with every sample; ``axis`` must be -1 here), else (a sample without them) from
+which ``task=wide`` stores with every sample; ``axis`` must be the GP's: -1 for fields, -3 for clips), else (a sample without them) from
 the metric's options (``windows``, ``seams``, or the geometry ``window`` / ``stride`` / ``count`` /
 ``extend``; ``window`` defaults to the backbone's length, the others to the run's ``task.windows``,
 ``task.stride``, ``task.extend``): ``alm.metrics.seams.Layout``. Every canvas of a run must share it (the
@@ -35,6 +36,16 @@ statistics are per position across the set).
 
 Exact reference draws: canvas i comes from a CPU generator seeded with ``sample_seed(seed, i, stream=3)``
 (``GaussianProcessMixture.sample(1, generator, L)``), ``seed`` the run's unless the metric's ``seed`` is set.
+
+**Clips** (the GP's frame layout, ``backbone=gp_video``, ``task=video``; ``metrics=video_gp``): a canvas is a clip
+(1, L, h, w) whose windows run along the frames (``meta["axis"] = -3``, the GP's ``axis``); a *position* is a frame
+of P = h w pixels, and the canvas is handled flat, frame-major (N, L P). The layout (windows, seams, pieces) is in
+frames. The variance profile is per frame: log(mean over the frame's pixels of the empirical variance / the same of
+the true variance); the seam correlation error compares |corr_hat - corr| over the pairs of ENTRIES in two different
+frames of the band (band 0: every pixel of frame c-1 with every pixel of frame c, P^2 pairs: the cross-boundary
+covariance); coherence assigns whole windows (every pixel of their frames) and pieces. W2 is over all L P entries;
+with fewer canvases than entries it is computed from the N x N Gram matrix (``gaussian_w2_samples``, the same value).
+For 1-D fields (P = 1) every formula is the one above.
 """
 
 from __future__ import annotations
@@ -73,11 +84,28 @@ def run_gp(run_cfg: Any, what: str = "this metric") -> GaussianProcessMixture:
 
 
 # -- the math: float64 functions of canvases (N, L) --------------------------------------------------------
-def flat_canvases(x: Tensor) -> Tensor:
-    """(N, 1, 1, L) or (N, L) canvases -> (N, L) float64 on the CPU."""
+def flat_canvases(x: Tensor, frame_size: Optional[Sequence[int]] = None) -> Tensor:
+    """(N, 1, 1, L) or (N, L) canvases -> (N, L) float64 on the CPU; with ``frame_size`` (h, w), clips
+    (N, 1, L, h, w) -> (N, L h w), frame-major."""
+    if frame_size is not None:
+        if x.dim() != 5 or x.shape[1] != 1 or tuple(x.shape[3:]) != tuple(frame_size):
+            raise DataError(f"canvases of shape {tuple(x.shape)}: the GP testbed's clips are (N, 1, L, "
+                            f"{frame_size[0]}, {frame_size[1]})")
+        return x.reshape(x.shape[0], -1).detach().cpu().double()
     if x.dim() == 4 and x.shape[1:3] != (1, 1):
         raise DataError(f"canvases of shape {tuple(x.shape)}: the GP testbed's canvases are (N, 1, 1, L)")
+    if x.dim() > 4 and x[0].numel() != x.shape[-1]:
+        raise DataError(f"canvases of shape {tuple(x.shape)}: the GP testbed's canvases are (N, 1, 1, L) "
+                        "(clips need the GP's frame layout, backbone=gp_video)")
     return x.reshape(x.shape[0], x.shape[-1]).detach().cpu().double()
+
+
+def frame_entries(positions: Sequence[int], pixels: int) -> Tensor:
+    """The entries (frame-major) of the positions (frames) ``positions``: (len * pixels,) long."""
+    pos = torch.as_tensor(list(positions), dtype=torch.long)
+    if pixels == 1:
+        return pos
+    return (pos[:, None] * pixels + torch.arange(pixels)[None]).reshape(-1)
 
 
 def correlation(cov: Tensor) -> Tensor:
@@ -93,10 +121,18 @@ def empirical_covariance(x: Tensor) -> Tensor:
     return c.T @ c / (x.shape[0] - 1)
 
 
-def variance_log_ratio(x: Tensor, true_cov: Tensor) -> Tensor:
-    """log(empirical variance / true variance) per position (L,)."""
+def variance_log_ratio(x: Tensor, true_cov: Tensor, pixels: int = 1) -> Tensor:
+    """log(empirical variance / true variance) per position (L,) (a frame of ``pixels`` entries: the ratio of the
+    means over its pixels)."""
     var = x.var(dim=0, unbiased=True)
-    return torch.log(var.clamp_min(1e-300) / true_cov.diagonal())
+    if pixels == 1:
+        return torch.log(var.clamp_min(1e-300) / true_cov.diagonal())
+    return torch.log(frame_means(var, pixels).clamp_min(1e-300) / frame_means(true_cov.diagonal(), pixels))
+
+
+def frame_means(values: Tensor, pixels: int) -> Tensor:
+    """(L P,) per entry -> (L,) the mean over each frame's pixels (identity for P = 1)."""
+    return values if pixels == 1 else values.reshape(-1, pixels).mean(1)
 
 
 def band_positions(seam: int, band: int, length: int) -> list[int]:
@@ -104,19 +140,22 @@ def band_positions(seam: int, band: int, length: int) -> list[int]:
     return [p for p in range(seam - 1 - band, seam + band + 1) if 0 <= p < length]
 
 
-def correlation_error(x: Tensor, true_cov: Tensor, centres: Sequence[int], band: int = 0) -> float:
+def correlation_error(x: Tensor, true_cov: Tensor, centres: Sequence[int], band: int = 0, pixels: int = 1) -> float:
     """Mean over ``centres`` c of the mean |corr_hat - corr| over the pairs of the band around (c-1, c)
-    (band 0: the pair (c-1, c) only)."""
+    (band 0: the pair (c-1, c) only). Positions of ``pixels`` entries (frames): the pairs of entries in two
+    different positions of the band."""
     errs = []
     true_corr = correlation(true_cov)
     for c in centres:
-        pos = band_positions(int(c), band, x.shape[1])
+        pos = band_positions(int(c), band, x.shape[1] // pixels)
         if len(pos) < 2:
             continue
-        idx = torch.tensor(pos)
+        idx = frame_entries(pos, pixels)
         emp = correlation(empirical_covariance(x[:, idx]))
         tru = true_corr[idx][:, idx]
-        iu = torch.triu_indices(len(pos), len(pos), offset=1)
+        iu = torch.triu_indices(len(idx), len(idx), offset=1)
+        if pixels > 1:  # pairs across frames only
+            iu = iu[:, (iu[0] // pixels) != (iu[1] // pixels)]
         errs.append(float((emp - tru)[iu[0], iu[1]].abs().mean()))
     return sum(errs) / len(errs) if errs else math.nan
 
@@ -138,9 +177,26 @@ def gaussian_w2(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) -> flo
     return float(w2sq.clamp_min(0).sqrt())
 
 
+def gaussian_w2_samples(x: Tensor, mean2: Tensor, cov2: Tensor) -> float:
+    """``gaussian_w2`` between N(mean, unbiased covariance) of the rows of ``x`` (N, D) and N(mean2, cov2). With
+    N - 1 < D the empirical covariance C1 = X^T X / (N - 1) (X centred) has rank < D, and the nonzero eigenvalues
+    of C2^1/2 C1 C2^1/2 are those of X C2 X^T / (N - 1) (N x N): the same value without any D x D root."""
+    n = x.shape[0]
+    if n - 1 >= x.shape[1]:
+        return gaussian_w2(x.mean(0), empirical_covariance(x), mean2, cov2)
+    mean1 = x.mean(0)
+    xc = x - mean1[None]
+    gram = xc @ cov2 @ xc.T / (n - 1)
+    cross = torch.linalg.eigvalsh(0.5 * (gram + gram.T)).clamp_min(0).sqrt().sum()
+    w2sq = (mean1 - mean2).pow(2).sum() + xc.pow(2).sum() / (n - 1) + cov2.trace() - 2 * cross
+    return float(w2sq.clamp_min(0).sqrt())
+
+
 def window_components(gp: GaussianProcessMixture, x: Tensor, windows: Tensor) -> Tensor:
-    """The most likely component of every window of every canvas under the window mixture: (N, K) long."""
-    return torch.stack([gp.assign(x[:, int(a):int(b)]) for a, b in windows.tolist()], dim=1)
+    """The most likely component of every window of every canvas under the window mixture: (N, K) long
+    (windows in positions: frames of ``gp.pixels`` entries in the frame layout)."""
+    p = gp.pixels
+    return torch.stack([gp.assign(x[:, int(a) * p:int(b) * p]) for a, b in windows.tolist()], dim=1)
 
 
 def pieces(seams: Tensor, length: int) -> Tensor:
@@ -152,7 +208,7 @@ def pieces(seams: Tensor, length: int) -> Tensor:
 def canvas_component(gp: GaussianProcessMixture, x: Tensor, seams: Tensor) -> Tensor:
     """The component of each canvas (N,): the most frequent assignment of its seam-free pieces (ties: the
     smallest index). Pieces, not the whole canvas: a seam's jump would pull a whole-canvas assignment."""
-    k = window_components(gp, x, pieces(seams, x.shape[1]))
+    k = window_components(gp, x, pieces(seams, x.shape[1] // gp.pixels))
     counts = torch.stack([(k == c).sum(1) for c in range(gp.num_components)], dim=1)
     return counts.argmax(dim=1)
 
@@ -177,7 +233,8 @@ _REFERENCE: dict[str, Any] = {}
 
 
 def _reference_canvases(gp: GaussianProcessMixture, length: int, seed: int, indices: Sequence[int]) -> Tensor:
-    key = json.dumps([repr(gp.components), gp.nugget, gp.length, length, seed, list(map(int, indices))])
+    key = json.dumps([repr(gp.components), gp.nugget, gp.length, length, seed, list(map(int, indices))]
+                     + ([] if gp.frame_size is None else [gp.extra_repr()]))
     if _REFERENCE.get("key") != key:
         _REFERENCE.clear()
         _REFERENCE.update(key=key, x=exact_canvases(gp, length, seed, indices))
@@ -238,6 +295,13 @@ class CanvasMetric(Metric):
                               "the evaluation stage does this)")
         return self.gp
 
+    def _pixels(self) -> int:
+        return self._gp().pixels
+
+    def _length(self, x: Tensor) -> int:
+        """The canvas length in positions (frames) of flat canvases ``x`` (N, L P)."""
+        return x.shape[1] // self._pixels()
+
     def _true(self, length: int) -> tuple[Tensor, Tensor]:
         key = f"moments{length}"
         if key not in self._cache:
@@ -249,18 +313,21 @@ class CanvasMetric(Metric):
     def update(self, output: Tensor, source: Tensor, mask: Tensor,
                labels: Optional[Sequence[Any]] = None, metas: Optional[Sequence[dict]] = None) -> Optional[Tensor]:
         gp = self._gp()
-        x = flat_canvases(output)
-        if x.shape[1] < gp.length:
-            raise DataError(f"{self.title}: canvases of {x.shape[1]} entries are shorter than the GP's window ({gp.length})")
+        x = flat_canvases(output, gp.frame_size)
+        length = x.shape[1] // gp.pixels
+        if length < gp.length:
+            raise DataError(f"{self.title}: canvases of {length} entries are shorter than the GP's window ({gp.length})")
         if self._x and self._x[0].shape[1] != x.shape[1]:
             raise DataError(f"{self.title}: canvases of {self._x[0].shape[1]} and {x.shape[1]} entries in one run")
         metas = list(metas) if metas is not None else [None] * x.shape[0]
         for i in range(x.shape[0]):
             meta = metas[i] if i < len(metas) else None
-            if meta_axis(meta) != -1:
+            if meta_axis(meta) != gp.axis:
+                want = "(1, 1, L) run along the last axis (-1)" if gp.frame_size is None else \
+                    "clips (1, L, h, w) run along the frames (-3)"
                 raise DataError(f"{self.title}: the sample's windows run along axis {meta_axis(meta)}; the GP "
-                                "testbed's canvases (1, 1, L) run along the last axis (-1)")
-            self._check_layout(*self.layout.of(meta, x.shape[1], self.needs_windows))
+                                f"testbed's canvases {want}")
+            self._check_layout(*self.layout.of(meta, length, self.needs_windows))
         self._x.append(x)
         self._cache.pop("extra", None)
         if self.per_sample:
@@ -308,7 +375,7 @@ class CanvasMetric(Metric):
             return {}
         if "extra" not in self._cache:
             x = self.canvases()
-            exact = self.exact_draws(x.shape[0], x.shape[1]) if self.reference else None
+            exact = self.exact_draws(x.shape[0], self._length(x)) if self.reference else None
             out = {} if exact is None else {"exact": self.value(exact)}
             out.update(self.extra(x, exact))
             self._cache["extra"] = out
@@ -343,17 +410,35 @@ class VarianceProfileError(CanvasMetric):
         self._run_names = names
 
     def value(self, x: Tensor) -> float:
-        return float(variance_log_ratio(x, self._true(x.shape[1])[1]).abs().mean())
+        return float(variance_log_ratio(x, self._true(self._length(x))[1], self._pixels()).abs().mean())
 
     def extra(self, x, exact):
-        lr = variance_log_ratio(x, self._true(x.shape[1])[1])
+        lr = variance_log_ratio(x, self._true(self._length(x))[1], self._pixels())
         out = {"min_ratio": float(lr.exp().min())}
-        cover = self.coverage(x.shape[1])
+        cover = self.coverage(self._length(x))
         if cover is not None and bool((cover >= 2).any()):
             out["overlap"] = float(lr[cover >= 2].abs().mean())
+        out["within"] = self.within(x)
         if self.profile_csv:
             self.write_profile(self.profile_csv.format(**self._run_names), exact)
         return out
+
+    def within(self, x: Tensor) -> float:
+        """The error within components: canvases grouped by their component (``canvas_component``), each group's
+        profile against its component's variance, averaged with the group sizes (groups of fewer than
+        ``MIN_GROUP`` canvases left out). The pooled variance is dominated by the spread of the component means;
+        a sampler that keeps the means but flattens the process within them shows here."""
+        gp, L = self._gp(), self._length(x)
+        k = canvas_component(gp, x, self._seams)
+        covs = gp.canvas_distribution(L)["covs"]
+        total, weight = 0.0, 0
+        for c in range(gp.num_components):
+            rows = k == c
+            n = int(rows.sum())
+            if n >= MIN_GROUP:
+                total += n * float(variance_log_ratio(x[rows], covs[c], gp.pixels).abs().mean())
+                weight += n
+        return total / weight if weight else math.nan
 
     def coverage(self, length: int) -> Optional[Tensor]:
         """How many windows cover each position (L,), or None if the windows are unknown."""
@@ -366,11 +451,11 @@ class VarianceProfileError(CanvasMetric):
 
     def profile(self, exact: Optional[Tensor] = None) -> dict[str, list]:
         """Per position: the canvases' variance, the true variance, their log-ratio, the windows covering it,
-        whether it is a seam, and (with ``reference``) the exact draws' variance."""
+        whether it is a seam, and (with ``reference``) the exact draws' variance (a frame: means over its pixels)."""
         x = self.canvases()
-        L = x.shape[1]
-        true_var = self._true(L)[1].diagonal()
-        var = x.var(dim=0, unbiased=True)
+        L, p = self._length(x), self._pixels()
+        true_var = frame_means(self._true(L)[1].diagonal(), p)
+        var = frame_means(x.var(dim=0, unbiased=True), p)
         cover = self.coverage(L)
         seams = set(self._seams.tolist()) if self._seams is not None else set()
         out: dict[str, list] = {
@@ -382,7 +467,7 @@ class VarianceProfileError(CanvasMetric):
         if exact is None and self.reference:
             exact = self.exact_draws(x.shape[0], L)
         if exact is not None:
-            out["exact_variance"] = exact.var(dim=0, unbiased=True).tolist()
+            out["exact_variance"] = frame_means(exact.var(dim=0, unbiased=True), p).tolist()
         return out
 
     def write_profile(self, path: str, exact: Optional[Tensor] = None) -> Path:
@@ -412,11 +497,11 @@ class SeamCorrelationError(CanvasMetric):
             raise ConfigError(f"{self.title}: band={band} must be >= 0")
 
     def value(self, x: Tensor) -> float:
-        return correlation_error(x, self._true(x.shape[1])[1], self._seams.tolist(), self.band)
+        return correlation_error(x, self._true(self._length(x))[1], self._seams.tolist(), self.band, self._pixels())
 
     def extra(self, x, exact):
-        seams = self._seams.tolist()
-        out = {"inside": correlation_error(x, self._true(x.shape[1])[1], inside_centres(seams, x.shape[1]), self.band)}
+        seams, L = self._seams.tolist(), self._length(x)
+        out = {"inside": correlation_error(x, self._true(L)[1], inside_centres(seams, L), self.band, self._pixels())}
         out["within"] = self.within(x, seams)
         return out
 
@@ -427,13 +512,13 @@ class SeamCorrelationError(CanvasMetric):
         variance, which dominates the pooled correlation."""
         gp = self._gp()
         k = canvas_component(gp, x, self._seams)
-        covs = gp.canvas_distribution(x.shape[1])["covs"]
+        covs = gp.canvas_distribution(self._length(x))["covs"]
         total, weight = 0.0, 0
         for c in range(gp.num_components):
             rows = k == c
             n = int(rows.sum())
             if n >= MIN_GROUP:
-                total += n * correlation_error(x[rows], covs[c], centres, self.band)
+                total += n * correlation_error(x[rows], covs[c], centres, self.band, gp.pixels)
                 weight += n
         return total / weight if weight else math.nan
 
@@ -446,8 +531,8 @@ class GaussianW2(CanvasMetric):
     higher_is_better = False
 
     def value(self, x: Tensor) -> float:
-        mean, cov = self._true(x.shape[1])
-        return gaussian_w2(x.mean(0), empirical_covariance(x), mean, cov)
+        mean, cov = self._true(self._length(x))
+        return gaussian_w2_samples(x, mean, cov)
 
 
 class Coherence(CanvasMetric):
@@ -463,7 +548,7 @@ class Coherence(CanvasMetric):
     needs_windows = True
 
     def values(self, output, source, mask, labels, metas) -> Tensor:
-        return coherent(self._gp(), flat_canvases(output), self._windows)
+        return coherent(self._gp(), flat_canvases(output, self._gp().frame_size), self._windows)
 
     def value(self, x: Tensor) -> float:
         return float(coherent(self._gp(), x, self._windows).mean())
@@ -471,7 +556,7 @@ class Coherence(CanvasMetric):
     def extra(self, x, exact):
         k = window_components(self._gp(), x, self._windows)
         out = {"pairs": float((k[:, 1:] == k[:, :-1]).double().mean()) if k.shape[1] > 1 else 1.0}
-        out["pieces"] = float(coherent(self._gp(), x, pieces(self._seams, x.shape[1])).mean())
+        out["pieces"] = float(coherent(self._gp(), x, pieces(self._seams, self._length(x))).mean())
         return out
 
 
@@ -500,10 +585,11 @@ def run_profile(run_dir: Path, num_samples: Optional[int] = None) -> tuple[dict[
 
 
 def profile_figure(runs: Sequence[Sequence[Any]], output: Path, path: str = "profiles.png", columns: int = 3,
-                   labels: Optional[Sequence[str]] = None) -> Path:
+                   labels: Optional[Sequence[str]] = None, position: str = "canvas position") -> Path:
     """Small multiples, one panel per run ``(label, run_dir[, num_samples])``: the canvases' variance over the
     true variance at every position (blue), the same of as many exact draws (grey: the noise floor), 1 (black),
-    the seams (dotted red) and the columns two windows cover (shaded). Written to ``output / path``."""
+    the seams (dotted red) and the columns two windows cover (shaded). Written to ``output / path``. ``position``
+    names the x axis (a clip's: "frame"; its variance is the mean over the frame's pixels)."""
     from alm.figures import _figure, _save
 
     runs = [r for r in runs if labels is None or r[0] in set(labels)]
@@ -534,7 +620,7 @@ def profile_figure(runs: Sequence[Sequence[Any]], output: Path, path: str = "pro
         if k % columns == 0:
             ax.set_ylabel("variance / true", fontsize=8)
         if k >= len(profiles) - columns:
-            ax.set_xlabel("canvas position (seams dotted, overlaps shaded)", fontsize=8)
+            ax.set_xlabel(f"{position} (seams dotted, overlaps shaded)", fontsize=8)
         ax.tick_params(labelsize=7)
         if k == 0:
             ax.legend(fontsize=7, loc="lower left")
