@@ -11,7 +11,7 @@ TASK ?=
 BENCH_ARGS ?=
 comma := ,
 
-.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration table1 table2 table3 table6 fig4 eval paper-ranks clean-runs help
+.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration table1 table2 table3 table6 fig4 fig7 eval paper-ranks clean-runs help
 
 help:
 	@echo "make setup      create $(VENV) and install alm with exactly pinned dependencies (constraints.txt)"
@@ -22,10 +22,14 @@ help:
 	@echo "                 TASK=wide: canvases of windows, every wide method vs the authors' wide loop)"
 	@echo "make table-gmm  all methods on the exact Gaussian-mixture testbed -> results/gmm/"
 	@echo "make table-wide-gp  every wide-canvas method on the exact Gaussian-process canvas -> results/wide_gp/"
+	@echo "make table-video-gp  every long-video method on the exact Gaussian-process clip (104 frames) -> results/video_gp/"
 	@echo "make table-embedded  every method on the embedded MNIST backbone, 500 test pairs -> results/embedded/"
 	@echo "make sweep-embedded  only the validation sweeps of that table -> results/embedded/sweep.md + plots"
 	@echo "make study-acceleration  ALM with N likelihood iterations per step -> results/embedded/acceleration/"
 	@echo "make table-wide-texture  every wide method on the texture backbone (strips of 5 windows) -> results/wide_texture/"
+	@echo "make table-video-digits  every long-video method on the moving-digits backbone (104 frames) -> results/video_digits/"
+	@echo "make fig7       the paper's Fig. 7 / 11 long videos (6 prompts, 104 frames) on LaVie (GPU + weights) -> results/fig7/;"
+	@echo "                 SMOKE=1: tiny random LaVie, CPU, minutes (MP4s + strips)"
 	@echo "make table1 | table2 | table6 | fig4   the paper's inpainting tables on SD (GPU + weights + data);"
 	@echo "                 SMOKE=1 runs the same composition on tiny random models and stand-in pictures (CPU, minutes)"
 	@echo "make table3     the paper's wide-image table (+ Fig. 5 grid) on SD 2.1-base (GPU + weights) -> results/table3/;"
@@ -59,6 +63,10 @@ table-gmm: setup
 table-wide-gp: setup
 	$(PY) scripts/run_experiment.py experiments/wide_gp.yaml $(EXP_ARGS)
 
+.PHONY: table-video-gp
+table-video-gp: setup
+	$(PY) scripts/run_experiment.py experiments/video_gp.yaml $(EXP_ARGS)
+
 RUNS ?= results/runs
 eval: setup
 	$(PY) -m alm.evaluate $(RUNS) $(EVAL_ARGS)
@@ -86,8 +94,14 @@ study-acceleration: setup
 table-wide-texture: setup
 	$(PY) scripts/run_experiment.py experiments/wide_texture.yaml $(EXP_ARGS)
 
+# The moving-digits video testbed: every long-video method, then the same measures on the real clips (the ceiling).
+.PHONY: table-video-digits
+table-video-digits: setup
+	$(PY) scripts/run_experiment.py experiments/video_digits.yaml $(EXP_ARGS)
+	$(PY) scripts/score_real_clips.py --out results/video_digits/real_clips.md
+
 # The paper's inpainting tables and its wide-image table (table3) on Stable Diffusion (README: "Reproducing the paper on a GPU").
 # SMOKE=1: the same composition on tiny random models and stand-in pictures, output in results/runs/smoke/.
 SMOKE_FLAG = $(if $(SMOKE),--smoke)
-table1 table2 table3 table6 fig4: setup
+table1 table2 table3 table6 fig4 fig7: setup
 	$(PY) scripts/run_experiment.py experiments/$@.yaml $(SMOKE_FLAG) $(EXP_ARGS)

@@ -283,3 +283,13 @@ def test_extending_a_given_clip(tiny_digits_weights, tmp_path):
     assert torch.equal(record["source"][:, :16], read) and float(record["mask"][:, :16].max()) == 0.0  # observed
     with pytest.raises(Exception, match="has 16 frames"):
         VideoFiles(str(tmp_path / "clip.mp4"), frames=20)[0]
+
+
+def test_videos_false_writes_the_strip_only(tmp_path):
+    from alm.config import compose
+    from alm.runner import run
+
+    cfg = compose(["task=video", "task.videos=false", "task.windows=3", "backbone=gp_video", "dataset=unconditional",
+                   "method=ddim", "num_samples=1", "sampler.steps=2", "metrics=none", "progress=false"])
+    assert run(cfg, tmp_path)["samples"] == 1
+    assert (tmp_path / "images" / "00000_output.png").is_file() and not (tmp_path / "videos").exists()

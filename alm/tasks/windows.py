@@ -60,7 +60,7 @@ class Windows(Task):
     """The windowed canvas (``conf/task/wide.yaml``); the fields are its config keys."""
 
     name: ClassVar[str] = "wide"
-    non_output_keys: ClassVar[tuple[str, ...]] = ("inversion_cache", "cache_dir", "strip_every")
+    non_output_keys: ClassVar[tuple[str, ...]] = ("inversion_cache", "cache_dir", "strip_every", "videos")
 
     windows: int = 5            # window count (the paper: 5 windows of 512 px at a stride of 384 px -> 2048 px)
     stride: float = 0.75        # fraction of the window (or, if > 1, entries of the diffusion variable)
@@ -70,6 +70,7 @@ class Windows(Task):
     inversion_cache: Any = "auto"   # keep the source's inversion on disk (as task=inpaint)
     cache_dir: Optional[str] = None
     strip_every: int = 8        # a video's strip PNG shows every k-th frame
+    videos: bool = True         # write each video's MP4 and GIF (false: only its strip PNG; ~0.4 s a video saved)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, bool):
@@ -81,6 +82,8 @@ class Windows(Task):
         check_window_options(self.stride, self.windows, self.extend)  # the rest needs the backbone (check)
         if isinstance(self.strip_every, bool) or not isinstance(self.strip_every, int) or self.strip_every < 1:
             raise ConfigError(f"task.strip_every={self.strip_every!r}: expected a positive frame step")
+        if not isinstance(self.videos, bool):
+            raise ConfigError(f"task.videos={self.videos!r}: expected true or false")
         self._geometry: Optional[WindowGeometry] = None  # set by check (they depend on the backbone)
         self._scale, self._canvas = 1, ()
         self._cache = None
@@ -158,7 +161,8 @@ class Windows(Task):
 
     def movies(self, record: dict) -> dict[str, Tensor]:
         """A clip's MP4 and GIF (a video's frames along axis -3); none for a wide image."""
-        return {"output": record["output"]} if record["output"].dim() == 4 and self.axis == -3 else {}
+        is_video = record["output"].dim() == 4 and self.axis == -3
+        return {"output": record["output"]} if is_video and self.videos else {}
 
     def panels(self, record: dict) -> list[Tensor]:
         return [self._picture(record["output"]).clamp(-1, 1)]
