@@ -130,9 +130,10 @@ def text_unet_call(model) -> UNetCall:
 
 
 def reference_wide_alm(unet: UNetCall, canvas_noise: Tensor, c: Any, null: Any, scheduler, *, size: int, stride: int,
-                       count: int, guidance: float, w1: float, w2: float) -> Tensor:
+                       count: int, guidance: float, w1: float, w2: float, axis: int = -1) -> Tensor:
     """ALM wide-image generation of ONE canvas in the authors' order (docs/method.md §12); returns the
-    stitched canvas latent (1, C, H, size + (count-1) * stride).
+    stitched canvas latent (1, C, H, size + (count-1) * stride), the windows along ``axis`` (-1: the width;
+    a long video's frames: -3, as the paper's video extension runs the same loop along time).
 
     Window j's latent starts as its crop of ``canvas_noise``. Per timestep: e(Y) for all windows in one call
     (no CFG); then for j = 1..count-1 in turn, E_j = window j with its first size-stride columns taken from
@@ -143,16 +144,20 @@ def reference_wide_alm(unet: UNetCall, canvas_noise: Tensor, c: Any, null: Any, 
     g = guidance
     step = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     overlap = size - stride
-    latents = [canvas_noise[..., j * stride: j * stride + size].clone() for j in range(count)]
+
+    def part(x: Tensor, start: int, length: int) -> Tensor:  # x[..., start:start + length] along ``axis``
+        return x.narrow(axis, start, length)
+
+    latents = [part(canvas_noise, j * stride, size).clone() for j in range(count)]
     m = torch.ones_like(latents[0])
-    m[..., :overlap] = 0.0  # 0 = observed: the columns shared with window j-1
+    part(m, 0, overlap).zero_()  # 0 = observed: the columns shared with window j-1
     for t in scheduler.timesteps:
         sigma = scheduler._get_variance(int(t), int(t) - step) ** 0.5  # Eq. 10
         e_y = unet(torch.cat(latents), t, [c] * count)
         blended = [None] * count
         for j in range(1, count):
             x_t = latents[j].clone()
-            x_t[..., :overlap] = latents[j - 1][..., stride:]
+            part(x_t, 0, overlap).copy_(part(latents[j - 1], stride, overlap))
             blended[j] = (1 - m) * x_t + m * latents[j]
             e_e = unet(blended[j], t, [c])
             latents[j] = latents[j] + sigma * m * (w1 * (e_y[j: j + 1] - e_e) - w2 * e_e)
@@ -162,7 +167,9 @@ def reference_wide_alm(unet: UNetCall, canvas_noise: Tensor, c: Any, null: Any, 
         latents = [stepped[j: j + 1] for j in range(count)]
         for j in range(1, count):
             latents[j] = latents[j] - w1 * sigma * (1 - m) * (moved[j: j + 1] - blended[j])
-    canvas = latents[0].new_zeros(*latents[0].shape[:-1], size + (count - 1) * stride)
+    shape = list(latents[0].shape)
+    shape[axis] = size + (count - 1) * stride
+    canvas = latents[0].new_zeros(shape)
     for j in reversed(range(count)):  # the last window first: the earlier window wins on each overlap
-        canvas[..., j * stride: j * stride + size] = latents[j]
+        part(canvas, j * stride, size).copy_(latents[j])
     return canvas

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="markdown table to write")
-    ap.add_argument("--num", type=int, default=30, help="clips (the table's num_samples)")
+    ap.add_argument("--num", type=int, default=20, help="clips (the table's num_samples)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--clip-seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)

@@ -293,3 +293,48 @@ def test_videos_false_writes_the_strip_only(tmp_path):
                    "method=ddim", "num_samples=1", "sampler.steps=2", "metrics=none", "progress=false"])
     assert run(cfg, tmp_path)["samples"] == 1
     assert (tmp_path / "images" / "00000_output.png").is_file() and not (tmp_path / "videos").exists()
+
+
+# --- the authors' loop along frames, in float64 --------------------------------------------------------------
+
+def test_alm_along_frames_equals_the_authors_loop_in_float64():
+    """task=video's ALM (sequential groups, batched) equals the authors' wide loop run along the frame axis,
+    one video at a time, on a float64 frames-as-channels UNet (the moving-digits backbone's kind)."""
+    import copy
+
+    from diffusers import UNet2DModel
+
+    from alm import reference as authors
+    from alm.backbones.frames import FramesAsChannels
+    from alm.config import build_method
+    from alm.rng import SampleGenerators
+    from alm.sampling import reverse
+    from alm.schedule import make_schedule
+    from alm.tasks.windows import windows_problem
+
+    dt, steps, guidance, seed = torch.float64, 4, 2.5, 3
+    sched = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                 clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=8, out_channels=8, layers_per_block=1, block_out_channels=(8, 16),
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4, num_class_embeds=4).to(dt).eval().requires_grad_(False)
+    backbone = FramesAsChannels.from_model(copy.deepcopy(unet), sched, dtype=dt)
+    g = geometry_for(8, 0.5, 4, "right", -3)  # 4 windows of 8 frames at a stride of 4 -> 20 frames
+    labels, schedule = [1, 2], make_schedule(backbone.scheduler_config, steps)
+    method = build_method("alm", w1=0.8, w2=0.3)
+    problem = windows_problem(backbone, method, g, 2, labels, schedule)
+    with torch.no_grad():
+        ours = g.stitch(reverse(backbone, method, problem, schedule, SampleGenerators(seed, [0, 1]), guidance=guidance))
+
+    def call(z, t, cs):  # the raw UNet on clips (B, 1, F, H, W)
+        return unet(z[:, 0], t, class_labels=torch.tensor(cs)).sample.unsqueeze(1)
+
+    noise = SampleGenerators(seed, [0, 1]).randn((1, g.length, 8, 8), dtype=dt)
+    with torch.no_grad():
+        ref = torch.cat([authors.reference_wide_alm(call, noise[b:b + 1], labels[b], 3,
+                                                    authors.ddim_scheduler(sched, steps, dtype=dt), size=8, stride=4,
+                                                    count=4, guidance=guidance, w1=0.8, w2=0.3, axis=-3)
+                         for b in range(2)])
+    assert ours.shape == ref.shape == (2, 1, 20, 8, 8)
+    assert (ours - ref).abs().max() < 1e-10
