@@ -3,6 +3,7 @@
     python scripts/bench.py --methods alm,alm_fused,syncsde --batch 4 --steps 20
     python scripts/bench.py --backbone sd15-tiny --batch 1,4      # also against the authors' loop
     python scripts/bench.py --task wide                           # wide images: windows of one canvas
+    python scripts/bench.py --task video                          # long videos: windows along the frames (tiny LaVie)
 
 For every backbone (default: a tiny random-weight pixel ``UNet2DModel``, 32x32x3,
 block_out_channels=(32, 64), and the Gaussian mixture ``gmm`` when ``alm.backbones.gmm`` exists),
@@ -45,6 +46,10 @@ before timing, the bench prints the largest difference between its stitched canv
 stops if they disagree). Columns are per canvas: evals/canvas/step, calls/canvas/step (forward calls per step
 for the whole batch over the batch size: below 1 when canvases share calls), s/canvas; "vs authors' loop" is
 s/canvas over the authors' loop's at the same batch. The stitched canvas's VAE decoding is not timed.
+
+Long videos (``--task video``; ``make bench TASK=video``): the same along the frame axis (``task=video``: 12
+windows at a stride of half a clip), default backbone the tiny LaVie miniature ``lavie-tiny``, and the authors'
+loop run along the frames (``reference_wide_alm(axis=-3)``); a "canvas" is a video.
 
 Methods are ``conf/method/<name>.yaml`` built as a run builds them (``alm.config.build`` from their
 ``_target_``), with their published weights (``tuned@method=none``; ``ddim`` is the cheapest: one guided
@@ -437,6 +442,7 @@ def time_jobs(jobs: list, reps: int) -> None:
 
 WIDE_METHODS = "alm,alm_parallel,alm_fused,syncsde,synctweedies,multidiffusion,ddim"
 WIDE_BACKBONE = "sd21base-tiny"
+VIDEO_BACKBONE = "lavie-tiny"  # --task video: the paper's video backbone's miniature (windows along frames, axis -3)
 
 
 @dataclass
@@ -451,6 +457,7 @@ class WideAuthorsLoop:
     w1: float
     w2: float
     labels: list
+    axis: int = -1
 
     def __post_init__(self):
         if self.geometry.anchor != 0:
@@ -466,14 +473,15 @@ class WideAuthorsLoop:
             for b in range(noise.shape[0]):
                 outs.append(reference_wide_alm(unet or self.unet, noise[b : b + 1], self.conds[b], self.null,
                                                self.scheduler, size=g.size, stride=g.stride, count=g.count,
-                                               guidance=self.guidance, w1=self.w1, w2=self.w2))
+                                               guidance=self.guidance, w1=self.w1, w2=self.w2, axis=self.axis))
         return torch.cat(outs)
 
 
 def wide_geometry(backbone: Backbone, args):
     from alm.windows import geometry_for
 
-    return geometry_for(int(backbone.sample_shape[-1]), args.stride, args.windows)
+    axis = -3 if args.task == "video" else -1
+    return geometry_for(int(backbone.sample_shape[axis]), args.stride, args.windows, axis=axis)
 
 
 def bench_wide(bb_name: str, backbone: Backbone, methods: dict[str, Method], args) -> list[Row]:
@@ -484,7 +492,8 @@ def bench_wide(bb_name: str, backbone: Backbone, methods: dict[str, Method], arg
     g = wide_geometry(backbone, args)
     schedule = make_schedule(backbone.scheduler_config, args.steps, kind=args.sampler)
     with_authors = takes_text(backbone) and not args.no_authors_loop and args.sampler == "ddim"
-    canvas = (*backbone.sample_shape[:-1], g.length)
+    canvas = list(backbone.sample_shape)
+    canvas[g.axis] = g.length
     rows, jobs = [], []
     for batch in args.batch:
         labels, indices = batch_labels(backbone, batch), range(batch)
@@ -510,8 +519,8 @@ def bench_wide(bb_name: str, backbone: Backbone, methods: dict[str, Method], arg
         if with_authors:
             alm = methods.get("alm") or make_method("alm")
             w1, w2 = authors_weights(alm)
-            loop = WideAuthorsLoop(backbone, g, args.steps, args.guidance, w1, w2, labels)
-            noise = SampleGenerators(args.seed, indices).randn(canvas, backbone.device, dtype)  # our canvas noise
+            loop = WideAuthorsLoop(backbone, g, args.steps, args.guidance, w1, w2, labels, axis=g.axis)
+            noise = SampleGenerators(args.seed, indices).randn(tuple(canvas), backbone.device, dtype)  # our canvas noise
             got = outputs["alm"] if "alm" in outputs else sample(backbone, alm)
             group.insert(0, authors_job(backbone, bb_name, batch, args.steps, loop, noise, got, dtype,
                                         f"authors' wide loop| = {{diff:.2e}} over {batch} canvas(es) of {g.count} windows "
@@ -530,11 +539,11 @@ WIDE_HEADER = ["backbone", "batch", "method", "evals/canvas/step", "calls/canvas
 
 
 def header(task: str = "inpaint") -> list[str]:
-    return WIDE_HEADER if task == "wide" else HEADER
+    return WIDE_HEADER if task in ("wide", "video") else HEADER
 
 
 def print_table(rows: list[Row], task: str = "inpaint") -> list[dict]:
-    unit = "canvas" if task == "wide" else "sample"
+    unit = {"wide": "canvas", "video": "video"}.get(task, "sample")
     columns = header(task)
     out = []
     for key in dict.fromkeys((r.backbone, r.batch) for r in rows):
@@ -573,8 +582,9 @@ def _batches(text: str) -> list[int]:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=("inpaint", "wide"), default="inpaint",
-                   help="inpaint: one image per sample (default); wide: canvases of overlapping windows (task=wide)")
+    p.add_argument("--task", choices=("inpaint", "wide", "video"), default="inpaint",
+                   help="inpaint: one image per sample (default); wide: canvases of overlapping windows (task=wide); "
+                        "video: the same along the frames (task=video: 12 windows at a stride of 0.5)")
     p.add_argument("--methods", default=None,
                    help=f"comma-separated method names (default: alm,alm_fused,syncsde,bld; --task wide: {WIDE_METHODS})")
     p.add_argument("--backbones", "--backbone", dest="backbones", default=None,
@@ -584,8 +594,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="a value of the conf/backbone file (repeatable), e.g. path=/models/ddpm")
     p.add_argument("--batch", type=_batches, default=None,
                    help="batch size(s), comma-separated, e.g. 1,4 (default: 4; --task wide: 1,4 canvases)")
-    p.add_argument("--windows", type=int, default=5, help="--task wide: windows per canvas (task.windows)")
-    p.add_argument("--stride", type=float, default=0.75,
+    p.add_argument("--windows", type=int, default=None, help="--task wide: windows per canvas (task.windows; default 5, "
+                   "--task video 12)")
+    p.add_argument("--stride", type=float, default=None,
                    help="--task wide: window stride, a fraction of the window or (> 1) latent columns (task.stride)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--reps", type=int, default=5, help="timed repetitions (after one untimed run)")
@@ -599,7 +610,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps < 1 or args.reps < 1:
         p.error("--steps and --reps must be positive")
-    wide = args.task == "wide"
+    wide = args.task in ("wide", "video")
+    if args.task == "video":  # task=video's geometry unless given
+        args.windows = 12 if args.windows is None else args.windows
+        args.stride = 0.5 if args.stride is None else args.stride
+    args.windows = 5 if args.windows is None else args.windows
+    args.stride = 0.75 if args.stride is None else args.stride
     if args.batch is None:
         args.batch = [1, 4] if wide else [4]
     if args.methods is None:
@@ -629,8 +645,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         methods = {name: make_method(name) for name in names}
-        wide = args.task == "wide"
-        default = [WIDE_BACKBONE] if wide else default_backbones()
+        wide = args.task in ("wide", "video")
+        default = {"wide": [WIDE_BACKBONE], "video": [VIDEO_BACKBONE]}.get(args.task) or default_backbones()
         backbones = args.backbones.split(",") if args.backbones else default
         print(f"# task {args.task}, batch {','.join(map(str, args.batch))}, {args.steps} {args.sampler} steps, "
               f"guidance {args.guidance}, median of {args.reps} interleaved reps, torch threads {torch.get_num_threads()}, "
@@ -640,8 +656,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             backbone = make_backbone(bb_name.strip(), args.backbone_override).to(args.device)
             if wide:
                 g = wide_geometry(backbone, args)
+                canvas = list(backbone.sample_shape)
+                canvas[g.axis] = g.length
                 print(f"# {bb_name}: canvas of {g.count} windows of {tuple(backbone.sample_shape)} at a stride of "
-                      f"{g.stride} along the width: {(*backbone.sample_shape[:-1], g.length)}")
+                      f"{g.stride} along {'the frames' if g.axis == -3 else 'the width'}: {tuple(canvas)}")
                 rows += bench_wide(bb_name.strip(), backbone, methods, args)
             else:
                 print(f"# {bb_name}: sample shape {tuple(backbone.sample_shape)}")
