@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 # make bench BACKBONE=sd15-tiny: that backbone at batch 1 and 4, with the authors'-loop baseline
-# make bench TASK=wide: wide-image canvases (tiny SD 2.1-base, batch 1 and 4, vs the authors' wide loop)
+# make bench TASK=wide: wide-image canvases (tiny SD 2.1-base, batch 1 and 4, vs the authors' wide loop); TASK=video: tiny LaVie
 BACKBONE ?=
 TASK ?=
 BENCH_ARGS ?=
@@ -19,7 +19,7 @@ help:
 	@echo "make test       set up, then run the test suite (PYTEST_ARGS=--runslow adds slow tests)"
 	@echo "make bench      seconds per sample and ratios ALM / SyncSDE, core overhead vs bare network"
 	@echo "                (BACKBONE=sd15-tiny: batch 1 and 4, and the ratio vs the authors' per-image loop;"
-	@echo "                 TASK=wide: canvases of windows, every wide method vs the authors' wide loop)"
+	@echo "                 TASK=wide: canvases of windows, every wide method vs the authors' wide loop; TASK=video: the same along frames)"
 	@echo "make table-gmm  all methods on the exact Gaussian-mixture testbed -> results/gmm/"
 	@echo "make table-wide-gp  every wide-canvas method on the exact Gaussian-process canvas -> results/wide_gp/"
 	@echo "make table-video-gp  every long-video method on the exact Gaussian-process clip (104 frames) -> results/video_gp/"

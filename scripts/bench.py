@@ -543,7 +543,7 @@ def header(task: str = "inpaint") -> list[str]:
 
 
 def print_table(rows: list[Row], task: str = "inpaint") -> list[dict]:
-    unit = {"wide": "canvas", "video": "video"}.get(task, "sample")
+    unit = "canvas" if task in ("wide", "video") else "sample"  # --task video: a canvas is a video
     columns = header(task)
     out = []
     for key in dict.fromkeys((r.backbone, r.batch) for r in rows):
