@@ -232,3 +232,19 @@ def test_task_video_is_the_paper_geometry_along_frames():
     assert cfg.mask.name == "none"
     g = task.geometry(type("B", (), {"sample_shape": (4, 16, 8, 8)})())
     assert (g.size, g.stride, g.count, g.length) == (16, 8, 12, 104)
+
+
+def test_clips_per_call_splits_a_call_without_changing_it():
+    """backbone.clips_per_call: the UNet sees at most that many clips at a time; eps is the same."""
+    bb = backbone("animatediff-tiny")
+    z = torch.randn(5, *bb.sample_shape, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([900, 700, 500, 300, 100])
+    cond = bb.make_cond(["a cat", "a dog", "waves", "smoke", "fire"], 5)
+    with torch.no_grad():
+        whole = bb.eps(z, t, cond)
+        bb.clips_per_call = 2
+        try:
+            split = bb.eps(z, t, cond)
+        finally:
+            bb.clips_per_call = None
+    assert torch.allclose(whole, split, atol=1e-5)

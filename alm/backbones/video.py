@@ -92,6 +92,7 @@ class VideoDiffusion(LatentDiffusion):
         adapter_repo_id: Optional[str] = None,
         adapter_revision: Optional[str] = None,
         decode_chunk_size: int = 16,
+        clips_per_call: Optional[int] = None,
         cache_dir: Optional[str] = None,
         name: str = "video",
         device: Optional[str] = None,
@@ -102,6 +103,10 @@ class VideoDiffusion(LatentDiffusion):
         Every other key is ``LatentDiffusion``'s (``resolution``, ``dtype``, ``scheduler``, ``vae_slicing`` ...)."""
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             raise ConfigError(f"backbone {name}: frames={frames!r}: expected a positive integer")
+        if clips_per_call is not None and (isinstance(clips_per_call, bool) or not isinstance(clips_per_call, int)
+                                           or clips_per_call < 1):
+            raise ConfigError(f"backbone {name}: clips_per_call={clips_per_call!r}: expected a positive integer or null")
+        self.clips_per_call = clips_per_call
         if isinstance(decode_chunk_size, bool) or not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
             raise ConfigError(f"backbone {name}: decode_chunk_size={decode_chunk_size!r}: expected a positive integer")
         self._adapter = (adapter_path, adapter_repo_id, adapter_revision, cache_dir)  # read by _load_unet
@@ -161,6 +166,19 @@ class VideoDiffusion(LatentDiffusion):
         return VideoUNet(unet, sched_cfg, prediction_type, name)
 
     # -- the Backbone interface
+
+    def eps(self, z: Tensor, t: Tensor, cond: Any) -> Tensor:
+        """One batched evaluation; with ``clips_per_call`` the UNet sees at most that many clips at a time
+        (a long video's windows x CFG may not fit a GPU in one call; the numbers do not change)."""
+        n = self.clips_per_call
+        if not n or z.shape[0] <= n:
+            return super().eps(z, t, cond)
+        from alm.backbones.base import index_cond
+
+        cond = self.null_cond(z.shape[0]) if cond is None else cond
+        tt = torch.as_tensor(t, device=z.device).reshape(-1).expand(z.shape[0])
+        return torch.cat([super(VideoDiffusion, self).eps(z[i:i + n], tt[i:i + n], index_cond(cond, slice(i, i + n)))
+                          for i in range(0, z.shape[0], n)])
 
     def encode(self, x: Tensor) -> Tensor:
         """Clips (B, 3, F, H, W) in [-1, 1] -> latents (B, 4, F, h, w), frame by frame."""
