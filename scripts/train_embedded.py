@@ -468,11 +468,14 @@ def sample_grid(args: argparse.Namespace, run_dir: Path) -> Path:
     from alm.sampling import reverse
     from alm.schedule import make_schedule
 
+    from alm.backbones.frames import FramesAsChannels
+
+    kind = FramesAsChannels if args.data in CLIP_FRAMES else DiffusersUNet  # clips: the frames are the channels
     if args.weights:
-        backbone, where = DiffusersUNet(path=args.weights, name="embedded"), str(args.weights)
+        backbone, where = kind(path=args.weights, name="embedded"), str(args.weights)
     else:
         state = load_checkpoint(run_dir)
-        backbone = DiffusersUNet.from_model(ema_model(state), state["scheduler"], name="embedded")
+        backbone = kind.from_model(ema_model(state), state["scheduler"], name="embedded")
         where = f"{run_dir / 'checkpoint.pt'} step {state['step']}"
     n = args.sample
     classes = DATA_CLASSES[args.data]
@@ -486,13 +489,20 @@ def sample_grid(args: argparse.Namespace, run_dir: Path) -> Path:
         x = reverse(backbone, build_method("ddim"), problem, schedule, SampleGenerators(args.seed, range(batch)),
                     guidance=args.guidance)
     x = backbone.decode(x).clamp(-1, 1)
+    out = Path(args.out) if args.out else run_dir / f"samples_g{args.guidance:g}.png"
+    if args.data in CLIP_FRAMES:  # one strip of every frame per clip, labelled with its class
+        from alm import io, video_io
+
+        io.save_png(video_io.comparison([video_io.strip(x[k], 1, label=str(labels[k])) for k in range(batch)]), out)
+        print(f"{batch} clips ({args.sample_steps} DDIM steps, guidance {args.guidance:g}) from {where} in "
+              f"{time.monotonic() - t0:.0f} s -> {out}", flush=True)
+        return out
     img = ((x + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()  # (B, H, W)
     h, w = img.shape[1:]
     grid = np.full((classes * (h + 2) + 2, n * (w + 2) + 2), 128, np.uint8)
     for k in range(batch):
         r, c = divmod(k, n)
         grid[2 + r * (h + 2): 2 + r * (h + 2) + h, 2 + c * (w + 2): 2 + c * (w + 2) + w] = img[k]
-    out = Path(args.out) if args.out else run_dir / f"samples_g{args.guidance:g}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).resize((grid.shape[1] * args.zoom, grid.shape[0] * args.zoom), Image.Resampling.NEAREST).save(out)
     print(f"{batch} samples ({args.sample_steps} DDIM steps, guidance {args.guidance:g}) from {where} in "

@@ -185,6 +185,18 @@ def test_frames_as_channels_is_the_unet_on_the_flattened_clip(tiny_digits_weight
     assert torch.allclose(eps[:, 0], ab.sqrt() * v + (1 - ab).sqrt() * z[:, 0], atol=1e-5)  # eps from v
 
 
+
+def test_sampling_clips_from_the_training_script(tiny_digits_weights, tmp_path):
+    from PIL import Image
+    from conftest import load_script
+
+    out = tmp_path / "clips.png"
+    assert load_script("train_embedded").main(["--data", "moving_digits", "--sample", "1", "--sample-steps", "2",
+                                               "--weights", str(tiny_digits_weights), "--out", str(out)]) == 0
+    w, h = Image.open(out).size
+    assert w > 16 * 64 and h > 10 * 64  # ten strips of 16 frames
+
+
 def test_a_long_digit_video_run_writes_mp4_gif_strip_and_its_measures(tiny_digits_weights, tmp_path):
     import imageio.v3 as iio
 
