@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from alm.errors import DataError
 from alm.metrics.base import Metric
+from alm.metrics.classifier import _ClassifierMetric
 from alm.metrics.seams import Layout, SeamLogRatio, SeamRatio, meta_axis
 
 Tensor = torch.Tensor
@@ -109,52 +110,32 @@ class Drift(Metric):
         return out
 
 
-class DigitIdentity(Metric):
-    """Share of a video's windows classified as the conditioning digit (module docstring)."""
+class DigitIdentity(_ClassifierMetric):
+    """Share of a video's windows classified as the conditioning digit (module docstring); the judge's loading
+    and the label checks are ``alm.metrics.classifier``'s."""
 
-    higher_is_better = True
-    regions = ("full",)
+    what = "digit identity"
 
     def __init__(self, path: Optional[str] = None, windows: Optional[Sequence[Sequence[int]]] = None,
                  window: Optional[int] = None, stride: Optional[float] = None, count: Optional[int] = None,
                  region: str = "full") -> None:
-        from alm.classifier import judge_name
-
-        super().__init__(region)
-        self.path = path  # None: the project's weights/classifier
+        super().__init__(path, region)
         self.layout = Layout(None, windows, window, stride, count, None)
-        self.net: Optional[torch.nn.Module] = None
-        self.title = f"digit identity ({judge_name(path)[0]}, share of windows)"
-
-    def check_available(self) -> None:
-        from alm.classifier import check_classifier
-
-        check_classifier(self.path)
+        self.title = self.title.replace(")", ", share of windows)")
 
     def bind_run(self, run_cfg: Any, indices: Optional[Sequence[int]] = None) -> None:
         self.layout.fill_from_run(run_cfg)
 
-    def setup(self, device) -> None:
-        super().setup(device)
-        self.net = None
-
     def values(self, output, source, mask, labels, metas) -> Tensor:
-        if self.net is None:
-            from alm.classifier import load_classifier
-
-            self.net = load_classifier(self.path, device=self.device)
         out = torch.empty(output.shape[0], dtype=torch.float64)
         for i in range(output.shape[0]):
             meta = metas[i] if i < len(metas) else None
-            try:
-                label = int(labels[i])
-            except (TypeError, ValueError):
-                raise DataError(f"{self.title}: needs each video's digit as an integer label, got {labels[i]!r}") from None
             video = output[i].movedim(meta_axis(meta), -3)
             if video.shape[0] != 1:
                 raise DataError(f"{self.title}: expects grey videos (1, F, H, W), got {tuple(video.shape)}")
             windows = _layout_windows(self.layout, meta, video.shape[-3])
-            probs = F.softmax(self.net(digit_crops(video).to(self.device)), dim=1).double().cpu()  # (F, 10)
+            probs = self._probs(digit_crops(video))[:, 0].double().cpu()  # (F, classes)
+            label = int(self._labels([labels[i]], probs.shape[-1])[0])
             hits = [int(probs[int(a):int(b)].mean(0).argmax()) == label for a, b in windows.tolist()]
             out[i] = sum(hits) / len(hits)
         return out
