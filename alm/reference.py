@@ -173,3 +173,61 @@ def reference_wide_alm(unet: UNetCall, canvas_noise: Tensor, c: Any, null: Any, 
     for j in reversed(range(count)):  # the last window first: the earlier window wins on each overlap
         part(canvas, j * stride, size).copy_(latents[j])
     return canvas
+
+
+def reference_motion_alm(model: Callable[[Tensor, int, Any], Tensor], y: Tensor, motion: Tensor, observed: Tensor,
+                         c: Any, null: Any, alphas_cumprod: Tensor, *, guidance: float, w1: float, w2: float,
+                         draw: Callable[[], Tensor], imputation: bool = False) -> Tensor:
+    """ALM motion completion of ONE motion as the authors' CondMDI-based code orders it (docs/method.md §13):
+    ancestral DDPM over every training timestep; returns x_0 (the model's normalised space).
+
+    Written in the style of their ``gaussian_diffusion.py`` (``p_mean_variance`` with ``alm``, ``p_sample``):
+    the model predicts x_0 (``model(x, t, c)``, batch 1) and the eps of the likelihood move comes from it
+    (``_predict_eps_from_xstart``); ``observed`` is THEIR ``inpainting_mask`` (True = observed frame, the
+    complement of the project's M); the tables are derived from ``alphas_cumprod`` as their
+    ``GaussianDiffusion.__init__`` derives them from the betas (the model's table is passed in, so that a
+    float32 table of diffusers and theirs agree bit for bit). Per timestep t (``draw()`` gives fresh noise
+    in the order their loop draws it: the forward noise of the observation, then the ancestral noise,
+    then, with ``imputation``, the noise of the replaced frames):
+
+        X_t   = q_sample(motion * observed, t)                          # fresh noise
+        e_Y   = eps(x, t, c);  E = X_t * observed + x * ~observed;  e_E = eps(E, t, c)   # guidance 1
+        x'    = x + sigma_t * ~observed * (w1 (e_Y - e_E) - w2 e_E)     # the likelihood move first
+        mean  = posterior_mean(x0_cfg(x'), x') - w1 sigma_t observed (x' - X_t)
+        x     = mean + [t > 0] exp(log_var_clipped_t / 2) z
+    """
+    ab = alphas_cumprod.to(torch.float64)
+    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
+    betas = 1 - ab / ab_prev
+    sqrt_recip, sqrt_recipm1 = (1 / ab).sqrt(), (1 / ab - 1).sqrt()
+    coef1 = betas * ab_prev.sqrt() / (1 - ab)
+    coef2 = (1 - ab_prev) * (1 - betas).sqrt() / (1 - ab)
+    post_var = betas * (1 - ab_prev) / (1 - ab)
+    log_var_clipped = torch.log(torch.cat([post_var[1:2], post_var[1:]]))
+    keep = observed.to(y.dtype)  # their inpainting_mask as a float
+    gen = 1 - keep               # ~inpainting_mask
+
+    def q_sample(x0: Tensor, t: int, noise: Tensor) -> Tensor:
+        return ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise
+
+    def eps_from_xstart(x: Tensor, t: int, x0: Tensor) -> Tensor:
+        return (sqrt_recip[t] * x - x0) / sqrt_recipm1[t]
+
+    x = y
+    for t in reversed(range(ab.numel())):
+        source_x_t = q_sample(motion * keep, t, draw())
+        eps_tgt = eps_from_xstart(x, t, model(x, t, c))  # text_scale forced to 1: no guidance
+        e_t = source_x_t * keep + x * gen
+        eps_e = eps_from_xstart(e_t, t, model(e_t, t, c))
+        sigma_t = ((1 - ab_prev[t]) / (1 - ab[t])).sqrt() * (1 - ab[t] / ab_prev[t]).sqrt()
+        x = x + sigma_t * (w1 * (eps_tgt - eps_e) * gen - w2 * eps_e * gen)
+        old_x = x
+        x0_c, x0_u = model(x, t, c), model(x, t, null)
+        x0 = x0_u + guidance * (x0_c - x0_u)  # CondMDI's ClassifierFreeSampleModel, on the x_0 prediction
+        mean = coef1[t] * x0 + coef2[t] * x
+        mean = mean + w1 * (-1) * keep * (old_x - source_x_t) * sigma_t  # their "preservation" term
+        noise = draw()
+        x = mean + (1.0 if t > 0 else 0.0) * torch.exp(0.5 * log_var_clipped[t]) * noise
+        if imputation:  # MDM's imputation: the observed frames from q(x_{t-1} | x_0), exact at the end
+            x = x * gen + keep * (ab_prev[t].sqrt() * motion + (1 - ab_prev[t]).sqrt() * draw())
+    return x

@@ -22,6 +22,11 @@ a seeded random ``nn.Linear(in, 1)`` state dict written under ``$ALM_CACHE_DIR/s
 that evaluation config key (e.g. ``metrics.aesthetic.head_path``). ``figures: {<name>: {_target_: <function>,
 <options>}}``: figures of the finished rows, each ``function(runs=[(label, run_dir, num_samples)], output=<table
 folder>, **options)`` (``run_figure``; e.g. experiments/wide_gp.yaml's variance profiles).
+``replications: R``: every run made R times, ``label #r`` with ``seed=r``, and ``replications.md|csv`` folds the
+evaluation per label into mean ± 95% interval with the Rank on the means (``alm.replications``; the motion
+tables' protocol); ``--only alm`` runs every replication of ``alm``. ``smoke.prepare: [<function>]``: functions
+``f(cache_dir) -> {ENV_VAR: folder}`` that write stand-in data / weights for a smoke run and point the configs' env
+variables at them (e.g. ``alm.motion.smoke.smoke_environment``: a synthetic HumanML3D folder, a tiny evaluator).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from alm.errors import ALMError, ConfigError, NumericalError  # noqa: E402
 from alm.evaluate import evaluate_experiment, evaluate_runs, plan_evaluation  # noqa: E402
 from alm.figures import comparison_grid, sweep_plot, video_comparison, wide_strip  # noqa: E402
 from alm.ranking import rank_column  # noqa: E402
+from alm.replications import base_label, expand  # noqa: E402
 from alm.runner import run  # noqa: E402
 from alm.sampling import MAX_ABS  # noqa: E402
 from alm.tables import markdown_table  # noqa: E402
@@ -212,9 +218,13 @@ def apply_smoke(exp):
             heads.append(f'++{option}="{quotable(path)}"')
         exp.evaluate.overrides = list(exp.evaluate.get("overrides", [])) + ["skip_unavailable=true"]
         exp.evaluate.config = list(exp.evaluate.get("config", [])) + list(exp.smoke.get("evaluate", [])) + heads
+    cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
     if exp.smoke.get("data", False):
-        cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
         os.environ["ALM_DATA"] = str(make_smoke_data(cache / "smoke-data"))
+    for target in exp.smoke.get("prepare", []):  # functions(cache) -> {env var: stand-in folder}, e.g. motion data
+        from hydra.utils import get_method
+
+        os.environ.update({k: str(v) for k, v in get_method(str(target))(cache).items()})
     exp.output = f"results/runs/smoke/{Path(str(exp.output)).name}"
     return exp
 
@@ -304,6 +314,7 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
             label, overrides, _, _ = reference
             references.append({**run_one(overrides, label), "setting": " ".join(exp.reference.overrides)})
         runs = {l: list(o) for l, o in exp.runs.items()}
+        replications = int(exp.get("replications", 1))  # label -> "label #r" with seed=r (alm.replications)
         sweep_only = {f"{l} (tuned)" for l in only} if (only and args.sweeps) else only  # --sweeps --only alm
         for label, overrides in run_sweeps(exp, common, extra, output, plan, sweep_only).items():
             runs[f"{label} (tuned)"] = overrides
@@ -312,8 +323,8 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
                 raise ConfigError(f"{args.experiment} has no sweeps")
             return 0
         keys = [*exp.columns, *exp.get("rank", {})]
-        for label, overrides in runs.items():
-            if only is None or label in only:
+        for label, overrides in expand(runs, replications).items():
+            if only is None or label in only or base_label(label) in only:
                 row = run_or_diverged(merge_overrides(common, overrides, extra), label, keys)
                 summaries.append({**row, "setting": " ".join(overrides)})
     except ALMError as err:
@@ -365,9 +376,31 @@ def run_table(exp, args, output: Path, extra: list[str], command: str) -> int:
         except ALMError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        if exp.get("combined"):
+        if replications > 1:
+            write_replications(plan, output, header, exp.get("notes", ""))
+        elif exp.get("combined"):
             write_combined(exp, output, summaries, header)
     return 0
+
+
+def write_replications(plan, output: Path, header: str, notes: str) -> Path:
+    """``replications.md|csv``: the evaluation table's rows folded per method, mean ± 95% interval over the
+    replications and the Rank on the means (alm.replications) -- the table to read."""
+    from alm.replications import markdown as replication_markdown, summarize
+    from alm.tables import read_csv, write_csv
+
+    columns, rows = read_csv(output / "evaluation_table.csv")
+    directions = plan.mset.directions()
+    metrics = [c for c in columns if c in plan.mset.metrics or c.rsplit("_", 1)[0] in plan.mset.metrics]
+    summary = summarize(rows, metrics, directions)
+    legend = [l for l in (output / "evaluation_table.md").read_text().splitlines() if l.startswith("- `")]
+    (output / "replications.md").write_text(
+        header + "\n".join(legend) + "\n- each cell: mean ± 1.96 std / sqrt(R) over the R replications (seeds 0..R-1)"
+        + "\n\n" + replication_markdown(summary, metrics, directions) + "\n" + notes)
+    write_csv(output / "replications.csv", ["label", *[c for m in metrics for c in (m, f"{m}_ci")], "replications",
+                                            *(["rank"] if any("rank" in r for r in summary) else [])], summary)
+    print((output / "replications.md").read_text())
+    return output / "replications.md"
 
 
 def run_figure(spec, finished: list[dict], output: Path) -> Path:

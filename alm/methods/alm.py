@@ -37,7 +37,8 @@ from alm.methods.base import Eval, Method, StepContext, StepGen
 
 @dataclass
 class ALM(Method):
-    """ALM and its ablations (``likelihood=False`` is "w/o ALM", ``w_cond=0`` "w/o cond.", ``w2=0`` "w/o joint")."""
+    """ALM and its ablations (``likelihood=False`` is "w/o ALM", ``w_cond=0`` "w/o cond.", ``w2=0`` "w/o joint");
+    ``imputation=True`` is the "*" variant of the motion tables ("Ours*")."""
 
     name: ClassVar[str] = "alm"
     reads_x_t: ClassVar[bool] = True
@@ -49,6 +50,7 @@ class ALM(Method):
     iterations: int = 1
     likelihood: bool = True
     sequential: bool = True
+    imputation: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -81,7 +83,7 @@ class ALM(Method):
                     y = _add_rows(y, rows, (s / n) * steps.alm_move(_rows(m, rows), e_y, e_e, self.lam1, self.w2))
         x = ctx.x_t(y)
         e = ctx.guided((yield ctx.guided_evals(y)))
-        return ctx.base_step(y, e) + steps.sync_term(x, y, m, s * self.w1)
+        return self._imputed(ctx.base_step(y, e) + steps.sync_term(x, y, m, s * self.w1), ctx)
 
     def _fused(self, y, ctx: StepContext) -> StepGen:
         # Eq. 1: DDIM(Y, e_cfg(Y)) + w1 (1-M)(X - Y) + M (w2 e(Y,c) - w3 e(E,c)); e(Y,c) is shared.
@@ -96,7 +98,15 @@ class ALM(Method):
         if self.likelihood:
             move = s * steps.alm_move(_rows(m, rows), outs[0][rows], outs[-1], self.lam1, self.w2)
             y_next = _add_rows(y_next, rows, move)
-        return y_next
+        return self._imputed(y_next, ctx)
+
+    def _imputed(self, y_next, ctx: StepContext):
+        """The "*" rows (``imputation=True``): the observed region replaced by a fresh forward-noised copy of the
+        observation at the next level, q(X_s | X_0), as MDM's imputation (paper Tables 4/7, "Ours*")."""
+        if not self.imputation:
+            return y_next
+        x0 = ctx.problem.x0
+        return steps.impute(y_next, steps.q_sample(x0, ctx.ab_s, ctx.noise(x0)), ctx.mask)
 
 
 def _rows(t, rows):
