@@ -66,6 +66,10 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
     Checkpoint("lavie", "YaohuiW/LaVie", "main", ("lavie_base.pt",),
                "LaVie base text-to-video UNet (SD 1.4 inflated; 16 frames, 320 x 512; paper Fig. 7 / 11)",
                requires=("lavie-sd14",)),
+    # backbone=condmdi (alm/backbones/condmdi.py): its text encoder, OpenAI CLIP ViT-B/32 in open_clip's layout (one
+    # file). CondMDI's U-Net itself is a Google Drive download, not on the hub (conf/backbone/condmdi.yaml missing_hint).
+    Checkpoint("condmdi-clip", "timm/vit_base_patch32_clip_224.openai", "ab5b8ef490e86faa07d3523926b842c765de1de5",
+               ("open_clip_model.safetensors",), "OpenAI CLIP ViT-B/32 for open_clip, the text encoder of backbone=condmdi"),
 )}
 
 
