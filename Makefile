@@ -11,7 +11,7 @@ TASK ?=
 BENCH_ARGS ?=
 comma := ,
 
-.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration table1 table2 table3 table6 fig4 fig7 eval paper-ranks clean-runs help
+.PHONY: setup demo test test-all bench table-gmm table-embedded sweep-embedded study-acceleration table1 table2 table3 table6 fig4 fig7 table4 table5 table7 eval paper-ranks clean-runs help
 
 help:
 	@echo "make setup      create $(VENV) and install alm with exactly pinned dependencies (constraints.txt)"
@@ -32,6 +32,9 @@ help:
 	@echo "                 SMOKE=1: tiny random LaVie, CPU, minutes (MP4s + strips)"
 	@echo "make table1 | table2 | table6 | fig4   the paper's inpainting tables on SD (GPU + weights + data);"
 	@echo "                 SMOKE=1 runs the same composition on tiny random models and stand-in pictures (CPU, minutes)"
+	@echo "make table4     the paper's motion tables on HumanML3D with CondMDI's U-Net (GPU + files: README 'Motion'):"
+	@echo "  table5 table7   table4 first/middle half, table5 ALM vs w/o ALM, table7 in-betweening -> results/table{4,5,7}/;"
+	@echo "                 SMOKE=1: tiny random U-Net and evaluator on a synthetic HumanML3D folder (CPU, minutes)"
 	@echo "make table3     the paper's wide-image table (+ Fig. 5 grid) on SD 2.1-base (GPU + weights) -> results/table3/;"
 	@echo "                 SMOKE=1 as above (tiny SD 2.1, tiny stand-in metric networks)"
 	@echo "make eval       evaluate run folders (RUNS=..., EVAL_ARGS='metrics=inpaint ...') -> table with a Rank column"
@@ -103,5 +106,5 @@ table-video-digits: setup
 # The paper's inpainting tables and its wide-image table (table3) on Stable Diffusion (README: "Reproducing the paper on a GPU").
 # SMOKE=1: the same composition on tiny random models and stand-in pictures, output in results/runs/smoke/.
 SMOKE_FLAG = $(if $(SMOKE),--smoke)
-table1 table2 table3 table6 fig4 fig7: setup
+table1 table2 table3 table6 fig4 fig7 table4 table5 table7: setup
 	$(PY) scripts/run_experiment.py experiments/$@.yaml $(SMOKE_FLAG) $(EXP_ARGS)

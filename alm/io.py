@@ -92,11 +92,13 @@ def shown_masked(source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def grid(images: list[list[torch.Tensor]], pad: int = 1) -> torch.Tensor:
-    """Tile rows of (C, H, W) images into one image with ``pad`` px of white between tiles."""
+    """Tile rows of (C, H, W) images into one image with ``pad`` px of white between tiles; tiles of
+    different sizes (e.g. motion strips) are padded with white at the bottom / right to line up."""
     rows = []
     for row in images:
-        tiles = []
-        for im in row:
-            tiles.append(torch.nn.functional.pad(im.float().cpu(), (pad, pad, pad, pad), value=1.0))
+        tiles = [im.float().cpu() for im in row]
+        height = max(t.shape[1] for t in tiles)
+        tiles = [torch.nn.functional.pad(t, (pad, pad, pad, pad + height - t.shape[1]), value=1.0) for t in tiles]
         rows.append(torch.cat(tiles, dim=2))
-    return torch.cat(rows, dim=1)
+    width = max(r.shape[2] for r in rows)
+    return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[2]), value=1.0) for r in rows], dim=1)

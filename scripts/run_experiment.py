@@ -26,7 +26,8 @@ folder>, **options)`` (``run_figure``; e.g. experiments/wide_gp.yaml's variance 
 evaluation per label into mean ± 95% interval with the Rank on the means (``alm.replications``; the motion
 tables' protocol); ``--only alm`` runs every replication of ``alm``. ``smoke.prepare: [<function>]``: functions
 ``f(cache_dir) -> {ENV_VAR: folder}`` that write stand-in data / weights for a smoke run and point the configs' env
-variables at them (e.g. ``alm.motion.smoke.smoke_environment``: a synthetic HumanML3D folder, a tiny evaluator).
+variables at them (e.g. ``alm.motion.smoke.smoke_environment``: a synthetic HumanML3D folder); ``smoke.metrics``:
+the evaluation's metric set in smoke mode (e.g. ``motion-tiny``: a tiny random evaluator).
 """
 
 from __future__ import annotations
@@ -216,6 +217,8 @@ def apply_smoke(exp):
             cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
             path = write_linear_head(cache / "smoke-weights" / f"{option}-{int(dim)}.pth", int(dim))
             heads.append(f'++{option}="{quotable(path)}"')
+        if "metrics" in exp.smoke:  # a metric set with tiny stand-in networks (e.g. motion-tiny)
+            exp.evaluate.metrics = str(exp.smoke.metrics)
         exp.evaluate.overrides = list(exp.evaluate.get("overrides", [])) + ["skip_unavailable=true"]
         exp.evaluate.config = list(exp.evaluate.get("config", [])) + list(exp.smoke.get("evaluate", [])) + heads
     cache = Path(os.environ.get("ALM_CACHE_DIR", "~/.cache/alm")).expanduser()
@@ -225,6 +228,8 @@ def apply_smoke(exp):
         from hydra.utils import get_method
 
         os.environ.update({k: str(v) for k, v in get_method(str(target))(cache).items()})
+    if "replications" in exp.smoke:
+        exp.replications = int(exp.smoke.replications)
     exp.output = f"results/runs/smoke/{Path(str(exp.output)).name}"
     return exp
 

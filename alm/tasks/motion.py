@@ -82,6 +82,9 @@ class Motion(Task):
                 counter: Optional[CallCounter] = None) -> Problem:
         with torch.no_grad():
             x0 = backbone.encode(batch.sources)
+            # CondMDI pads with zeros AFTER normalising; padding is never observed, so this changes no method's
+            # output, only what a record of X_0 would show
+            x0 = x0 * valid_frames(batch, x0.shape[-1]).to(x0)
             mask = backbone.mask_to_sample(batch.masks).to(x0.dtype)
             cond = backbone.make_cond(batch.labels, x0.shape[0])
         observation = ForwardNoise(x0) if method.reads_x_t else None
@@ -121,6 +124,12 @@ class Motion(Task):
 
         joints, observed = motion_joints(record, which)
         return motion_strip(joints, observed, every=self.strip_every)
+
+
+def valid_frames(batch: Batch, frames: int) -> Tensor:
+    """(B, 1, 1, frames): 1 on each motion's first ``meta["length"]`` frames, 0 on its padding."""
+    lengths = torch.tensor([int(m["length"]) for m in batch.metas])
+    return (torch.arange(frames)[None, :] < lengths[:, None]).float().reshape(len(lengths), 1, 1, frames)
 
 
 def motion_joints(record: dict, which: str = "output") -> tuple[Tensor, Tensor]:
