@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="the experiment's smoke run: tiny models, stand-in data, "
                     "a few samples, output under results/runs/smoke/")
     ap.add_argument("--output", type=Path, default=None, help="table folder (default: the experiment's)")
+    ap.add_argument("--replications", type=int, default=None, help="replications of each row (default: the "
+                    "experiment's replications:, e.g. 10 for the motion tables); fewer cost less, wider intervals")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides applied to every run")
     args = ap.parse_intermixed_args(argv)
     command = "python scripts/run_experiment.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -293,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     except ALMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if args.replications is not None:
+        if args.replications < 1:
+            print("error: --replications must be at least 1", file=sys.stderr)
+            return 1
+        exp.replications = args.replications
     output = args.output or ROOT / exp.output
     if "each" not in exp:  # one table
         return run_table(exp, args, output, list(args.overrides), command)

@@ -243,6 +243,14 @@ def test_yaml_instantiates(path, tmp_path):
         with pytest.raises(ConfigError, match="mask=none gives no masks"):
             src.get(0, (32, 32))
         return
+    if cfg._target_ == "alm.motion.frame_masks.FrameMasks":  # a motion's frames (task=motion), relative to its length
+        from alm.errors import ConfigError
+
+        src = instantiate(cfg)
+        assert src.name == cfg.name and src.frames(40, 64).shape == (1, 1, 64)
+        with pytest.raises(ConfigError, match="motion mask"):
+            src.get(0, (32, 32))
+        return
     assert cfg._target_ == "alm.masks.MaskSource" and cfg.seed == 0 and cfg.name
     if cfg.kind == "folder":
         _write_png(tmp_path / "m.png", np.eye(32, dtype=bool))

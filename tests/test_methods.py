@@ -264,7 +264,7 @@ def test_nan_reports_sample_ids():
 def test_bad_method_parameters():
     with pytest.raises(ConfigError, match=r"method/nope.*choices: alm, alm_fused"):
         build_method("nope")
-    with pytest.raises(ConfigError, match=r"no parameter\(s\) w9; it takes: iterations, likelihood, order, sequential, w1, w2, w_cond"):
+    with pytest.raises(ConfigError, match=r"no parameter\(s\) w9; it takes: imputation, iterations, likelihood, order, sequential, w1, w2, w_cond"):
         build_method("alm", w9=1)
     with pytest.raises(ConfigError, match=r"w2='abc' is not a valid float"):
         build_method("alm", w2="abc")
