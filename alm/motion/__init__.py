@@ -12,4 +12,6 @@ Modules (each imported on its own; this package re-exports nothing):
   and the text-to-motion measures on its embeddings.
 - ``plot``, ``figures``: pictures of motions, the paper's Fig. 6.
 - ``smoke``: stand-ins for a smoke run of the motion tables.
+- ``procedural``: procedural human motions by forward kinematics (``dataset=synthetic_motion``,
+  docs/synthetic_motion.md), the data of the embedded motion testbed.
 """
