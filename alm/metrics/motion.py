@@ -257,12 +257,10 @@ class _T2MMetric(Metric):
 
 
 # -- the embedding measures --------------------------------------------------------------------------
-class MotionFID(_T2MMetric):
-    """FID between the outputs' and the sources' motion embeddings (``embedding_metrics.fid``)."""
+class _EmbeddingSets(_T2MMetric):
+    """A set metric over the motion embeddings of the outputs (``_gen``) and of their sources (``_real``)."""
 
-    higher_is_better = False
     per_sample = False
-    title = "FID (T2M)"
 
     def __init__(self, folder: str, **kwargs: Any) -> None:
         super().__init__(folder, **kwargs)
@@ -277,14 +275,21 @@ class MotionFID(_T2MMetric):
         self._count += output.shape[0]
         return None
 
+    def reset(self) -> None:
+        super().reset()
+        self._gen, self._real = [], []
+
+
+class MotionFID(_EmbeddingSets):
+    """FID between the outputs' and the sources' motion embeddings (``embedding_metrics.fid``)."""
+
+    higher_is_better = False
+    title = "FID (T2M)"
+
     def compute(self) -> float:
         if not self._gen:
             return float("nan")
         return em.fid(torch.cat(self._gen), torch.cat(self._real))
-
-    def reset(self) -> None:
-        super().reset()
-        self._gen, self._real = [], []
 
 
 class MatchingScore(_T2MMetric):
@@ -345,29 +350,18 @@ class RPrecision(_T2MMetric):
         self._text, self._motion, self._values = [], [], None
 
 
-class Diversity(_T2MMetric):
+class Diversity(_EmbeddingSets):
     """Mean distance of ``times`` seeded random pairs of output embeddings; the sources' value as ``real``."""
 
     # The paper's Rank columns (Tables 4, 7) rank Diversity higher-is-better: the project's rank rule reproduces
     # them only so (tests/test_replications.py). Real motions score higher than every completion there, so
     # "higher" is also "closer to real"; ``diversity_real`` (the sources' value) stands beside it to check that.
     higher_is_better = True
-    per_sample = False
     title = "Diversity (T2M)"
 
     def __init__(self, folder: str, times: int = 300, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(folder, **kwargs)
         self.times, self.seed = int(times), int(seed)
-        self._gen: list[Tensor] = []
-        self._real: list[Tensor] = []
-
-    @torch.no_grad()
-    def update(self, output, source, mask, labels=None, metas=None) -> None:
-        metas = list(metas) if metas is not None else [{} for _ in range(output.shape[0])]
-        self._gen.append(self.motion_embeddings(output, metas))
-        self._real.append(self.motion_embeddings(source, metas, generated=False))
-        self._count += output.shape[0]
-        return None
 
     def compute(self) -> float:
         if not self._gen:
@@ -379,10 +373,6 @@ class Diversity(_T2MMetric):
 
     def compute_extra(self) -> dict[str, float]:
         return {"real": em.diversity(torch.cat(self._real), self.times, self.seed)} if self._real else {}
-
-    def reset(self) -> None:
-        super().reset()
-        self._gen, self._real = [], []
 
 
 # -- the geometric measures --------------------------------------------------------------------------

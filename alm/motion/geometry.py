@@ -96,6 +96,17 @@ def _observed(observed: Tensor, batch: int, frames: int, lengths: list[int]) -> 
 
 
 # -- skating -------------------------------------------------------------------------------------------
+
+def _observed_pair(joints: Tensor, target_joints: Tensor, observed_frames_mask: Tensor,
+                   lengths: Optional[Sequence[int]]) -> Tensor:
+    """Check a motion against its target (same shape, valid joints) and give the (B, T) observed frames."""
+    _check_joints(joints)
+    _check_joints(target_joints, "target joints")
+    if joints.shape != target_joints.shape:
+        raise DataError(f"joints {tuple(joints.shape)} and target joints {tuple(target_joints.shape)} differ")
+    B, T = joints.shape[:2]
+    return _observed(observed_frames_mask, B, T, _lengths(lengths, B, T)).to(joints.device)
+
 def skating_frames(joints: Tensor) -> Tensor:
     """(B, T, 22, 3) -> (B, T-1) bool skate[t] of the module's table, over all T frames."""
     _check_joints(joints)
@@ -141,12 +152,7 @@ def trajectory_error(joints: Tensor, target_joints: Tensor, observed_frames_mask
     frame mask: ``observed_from_frame_mask``). Returns (B,) float64 tensors ``traj_fail_20cm``,
     ``traj_fail_50cm``, ``kps_fail_20cm``, ``kps_fail_50cm``, ``mean_err`` (metres), the counts
     ``n_observed``, ``n_over_20cm``, ``n_over_50cm``, and ``distance`` (B, T) (0 where not observed)."""
-    _check_joints(joints)
-    _check_joints(target_joints, "target joints")
-    if joints.shape != target_joints.shape:
-        raise DataError(f"joints {tuple(joints.shape)} and target joints {tuple(target_joints.shape)} differ")
-    B, T = joints.shape[:2]
-    obs = _observed(observed_frames_mask, B, T, _lengths(lengths, B, T)).to(joints.device)
+    obs = _observed_pair(joints, target_joints, observed_frames_mask, lengths)
     diff = (joints[:, :, 0, :] - target_joints[:, :, 0, :]).to(torch.float64)[..., [0, 2]]
     dist = torch.linalg.vector_norm(diff, dim=-1)                              # (B, T)
     out: dict[str, Tensor] = {"n_observed": obs.sum(-1).double()}
@@ -167,11 +173,6 @@ def keyframe_error(joints: Tensor, target_joints: Tensor, observed_frames_mask: 
                    lengths: Optional[Sequence[int]] = None) -> Tensor:
     """(B,) float64 mean over the observed frames of the mean over the 22 joints of |p_j[t] - g_j[t]|
     (3-D, metres); NaN for a motion without observed frames. Mask as ``trajectory_error``."""
-    _check_joints(joints)
-    _check_joints(target_joints, "target joints")
-    if joints.shape != target_joints.shape:
-        raise DataError(f"joints {tuple(joints.shape)} and target joints {tuple(target_joints.shape)} differ")
-    B, T = joints.shape[:2]
-    obs = _observed(observed_frames_mask, B, T, _lengths(lengths, B, T)).to(joints.device)
+    obs = _observed_pair(joints, target_joints, observed_frames_mask, lengths)
     per_frame = torch.linalg.vector_norm((joints - target_joints).to(torch.float64), dim=-1).mean(-1)
     return _masked_mean(per_frame, obs)
