@@ -4,6 +4,7 @@
     python scripts/bench.py --backbone sd15-tiny --batch 1,4      # also against the authors' loop
     python scripts/bench.py --task wide                           # wide images: windows of one canvas
     python scripts/bench.py --task video                          # long videos: windows along the frames (tiny LaVie)
+    python scripts/bench.py --task motion                         # motions (tiny CondMDI) vs the authors' CondMDI loop
 
 For every backbone (default: a tiny random-weight pixel ``UNet2DModel``, 32x32x3,
 block_out_channels=(32, 64), and the Gaussian mixture ``gmm`` when ``alm.backbones.gmm`` exists),
@@ -50,6 +51,15 @@ s/canvas over the authors' loop's at the same batch. The stitched canvas's VAE d
 Long videos (``--task video``; ``make bench TASK=video``): the same along the frame axis (``task=video``: 12
 windows at a stride of half a clip), default backbone the tiny LaVie miniature ``lavie-tiny``, and the authors'
 loop run along the frames (``reference_wide_alm(axis=-3)``); a "canvas" is a video.
+
+Motions (``--task motion``; ``make bench TASK=motion``): ``alm`` on a batch of 8 synthetic motions (random
+normalised features, lengths 40-64, ``mask=first_half``, X_t fresh forward noise as ``task=motion``) on the tiny
+CondMDI ``condmdi-tiny`` (64 frames), 25 strided DDPM steps, text guidance 2.5, 3 reps; the first row,
+``authors_loop``, is ``alm.reference.reference_motion_alm`` one motion at a time (4 U-Net calls of batch 1 per
+step: e(Y), e(E), the conditional and the unconditional x_0), strided as CondMDI's ``respace.py`` strides, with
+the same per-motion noise streams. Columns are per motion; a last line gives both wall times for the batch and
+the ratio. The agreement check allows ``MOTION_AGREEMENT`` (relative): the two loops use CondMDI's float64 and
+diffusers' float32 cosine tables (see there).
 
 Methods are ``conf/method/<name>.yaml`` built as a run builds them (``alm.config.build`` from their
 ``_target_``), with their published weights (``tuned@method=none``; ``ddim`` is the cheapest: one guided
@@ -239,7 +249,7 @@ class RawRecorder:
         self.calls: list[tuple[tuple[int, ...], torch.Tensor, list]] = []
 
     def __call__(self, z, t, conds):
-        self.calls.append((tuple(z.shape), t, list(conds)))
+        self.calls.append((tuple(z.shape), t, list(conds) if isinstance(conds, (list, tuple)) else conds))
         return self.unet(z, t, conds)
 
 
@@ -412,16 +422,19 @@ def bench_backbone(bb_name: str, backbone: Backbone, methods: dict[str, Method],
     return rows
 
 
-def authors_job(backbone, bb_name: str, batch: int, steps: int, loop, noise, got, dtype, what: str, weights: str):
+def authors_job(backbone, bb_name: str, batch: int, steps: int, loop, noise, got, dtype, what: str, weights: str,
+                tolerance: Optional[float] = None):
     """The authors'-loop row and its timing job, after checking that the loop's output equals ours (``got``):
-    otherwise the ratio would compare different computations. ``what`` names the comparison ({diff} filled in)."""
+    otherwise the ratio would compare different computations. ``what`` names the comparison ({diff} filled in);
+    ``tolerance`` (relative) defaults to ``agreement(backbone)``."""
     recorder = RawRecorder(loop.unet)
     want = loop(noise, recorder)  # untimed: the sanity check, counts the calls, and warms up
     diff, scale = (got - want).abs().max().item(), max(1.0, want.abs().max().item())
     print(f"# sanity, {bb_name} batch {batch}: max |alm - " + what.format(diff=diff) +
           f" (outputs up to {scale:.2f}; {weights})")
-    if not diff <= agreement(backbone) * scale:
-        raise BenchError(f"{bb_name}: our alm and the {what.split('|')[0]} differ by {diff:.3g} (> {agreement(backbone):g} "
+    tolerance = agreement(backbone) if tolerance is None else tolerance
+    if not diff <= tolerance * scale:
+        raise BenchError(f"{bb_name}: our alm and the {what.split('|')[0]} differ by {diff:.3g} (> {tolerance:g} "
                          f"x {scale:.3g}): the ratio would compare different computations")
     raw = bare_raw_inputs(recorder.calls, backbone.device, dtype)
     run_bare_raw(loop.unet, raw)
@@ -530,20 +543,201 @@ def bench_wide(bb_name: str, backbone: Backbone, methods: dict[str, Method], arg
     time_jobs(jobs, args.reps)
     return rows
 
+# --- motions: CondMDI's text-to-motion U-Net ------------------------------------------------------------
+
+MOTION_BACKBONE = "condmdi-tiny"  # --task motion: the paper's motion network's miniature (64 frames, random weights)
+MOTION_METHODS = "alm"
+MOTION_BATCH, MOTION_STEPS, MOTION_REPS = 8, 25, 3  # < 2 min on one thread with the authors' loop
+#: captions of the synthetic motions (any text: the tiny CLIP tower is random, on CLIP's real tokenizer)
+CAPTIONS = ("a person walks forward", "someone jumps up twice", "a man waves with his right hand", "a person sits down")
+#: --task motion's relative agreement: the authors' loop derives its tables from CondMDI's float64 cosine
+#: ``alphas_cumprod`` (the backbone's, as their ``GaussianDiffusion``), our core from diffusers' float32 one
+#: (``alm.schedule``; up to 5e-4 apart relative to 1 - ab near t = 0), and the batched float32 text tower rounds
+#: differently from one caption at a time; through 50 strided steps of the random tiny U-Net that gives ~3e-4
+#: (observed, float32 and float64 alike: ~2e-13 in float64 with both tables and the text rows aligned). The
+#: smallest one-term change of the update (the sign of w2 at w2 = 0.005) gives ~0.8.
+MOTION_AGREEMENT = 2e-3
+
+
+class SyntheticMotions:
+    """``count`` random motions in the backbone's space: normalised features N(0, 1) on each motion's valid frames
+    (lengths 40..64, clipped to the backbone's frames), decoded to raw features, zero beyond the length (as
+    ``alm.data.humanml3d`` pads), with a caption each. ``item(i)`` depends on ``i`` only."""
+
+    name = "synthetic_motions"
+
+    def __init__(self, backbone: Backbone, seed: int = 0):
+        self.backbone, self.seed = backbone, seed
+        self.shape = tuple(backbone.data_shape)
+
+    def __getitem__(self, i: int):
+        from alm.data.base import Item
+
+        features, _, frames = self.shape
+        lo, hi = min(40, frames), min(64, frames)
+        length = lo + (7 * i) % (hi - lo + 1)
+        z = torch.zeros(self.shape)
+        z[..., :length] = torch.randn((features, 1, length), generator=torch.Generator().manual_seed(1000 * self.seed + i))
+        with torch.no_grad():
+            x = self.backbone.decode(z.to(self.backbone.device)).cpu() * (torch.arange(frames) < length)
+        caption = CAPTIONS[i % len(CAPTIONS)]
+        return Item(x, caption, {"length": length, "caption": caption, "tokens": [], "name": f"synthetic_{i}"})
+
+
+def is_condmdi(backbone: Backbone) -> bool:
+    from alm.backbones.condmdi import CondMDIMotion
+
+    return isinstance(backbone, CondMDIMotion)
+
+
+@dataclass
+class MotionAuthorsLoop:
+    """ALM on motions as the authors' CondMDI-based code runs it (``alm.reference.reference_motion_alm``): motion
+    by motion, each with its own caption (encoded alone), mask and noise stream; x_0-predicting U-Net calls of
+    batch 1 (e(Y), e(E), then the conditional and the unconditional x_0 of CondMDI's ``ClassifierFreeSampleModel``).
+
+    Fewer steps than the 1000 training timesteps are run as CondMDI's ``respace.py`` runs them (``SpacedDiffusion``:
+    the tables of the kept timesteps' ``alphas_cumprod``, betas ``1 - ab_t / ab_prev``; ``_WrappedModel``: the
+    network sees the original timestep of step index i) on OUR grid (``alm.schedule``), so that both compute the
+    same thing (CondMDI's ``space_timesteps`` would keep 0, 20, 41, ..., 999 for 50 steps, ours 0, 20, ..., 980).
+    Noise: the per-sample generators of ``alm.rng`` drawn in the core's order (as tests/test_motion_reference.py)."""
+
+    backbone: Backbone
+    batch: Any  # alm.tasks.base.Batch
+    schedule: Schedule
+    guidance: float
+    w1: float
+    w2: float
+    imputation: bool
+    seed: int
+
+    def __post_init__(self):
+        bb, sched = self.backbone, self.schedule
+        ts = sched.timesteps.flip(0)  # ascending: step index i -> its training timestep (their timestep_map)
+        self.table = bb.alphas_cumprod.double()[ts.cpu()]  # CondMDI's own table, at the kept timesteps
+        ab, ab_prev = sched.ab.flip(0), sched.ab_prev.flip(0)
+        if not torch.equal(ab_prev[1:], ab[:-1]) or float(ab_prev[0]) != 1.0:
+            raise BenchError(f"{len(sched)} steps: the grid's previous levels are not its own timesteps (t - T // n), "
+                             "which the respaced authors' loop needs: use a step count dividing the training steps")
+
+        def unet(z, i, cond):  # their model(x, t, **y) under _WrappedModel: index -> timestep
+            return bb.predict_x0(z, ts[i : i + 1], cond)
+
+        self.unet = unet
+        b = self.batch
+        with torch.no_grad():
+            self.motions = [bb.encode(b.sources[j : j + 1]) for j in range(len(b.indices))]
+            self.observed = [b.masks[j] < 0.5 for j in range(len(b.indices))]  # their inpainting_mask (True = kept)
+            self.conds = [bb.make_cond([label], 1) for label in b.labels]
+        self.null = bb.null_cond(1)
+
+    def __call__(self, noise: Any = None, unet: Optional[Callable] = None) -> torch.Tensor:
+        """The batch's motions one at a time (``noise`` unused: each motion draws from its own generator)."""
+        from alm.reference import reference_motion_alm
+
+        outs = []
+        with torch.no_grad():
+            for j, index in enumerate(self.batch.indices):
+                gens = SampleGenerators(self.seed, [index])
+                dtype = self.motions[j].dtype
+
+                def draw(gens=gens, dtype=dtype):
+                    return gens.randn_rows(1, self.backbone.sample_shape, device=self.backbone.device, dtype=dtype)
+
+                y = draw()  # Y_T first, as the core draws it
+                outs.append(reference_motion_alm(unet or self.unet, y, self.motions[j], self.observed[j], self.conds[j],
+                                                 self.null, self.table, guidance=self.guidance, w1=self.w1, w2=self.w2,
+                                                 draw=draw, imputation=self.imputation))
+        return torch.cat(outs)
+
+
+def bench_motion(bb_name: str, backbone: Backbone, methods: dict[str, Method], args) -> list[Row]:
+    """Every method on batches of synthetic motions (mask first_half, X_t fresh forward noise of the observed
+    frames), the authors' loop first (CondMDI backbones, DDPM), repetitions interleaved. Text encoding and the
+    problem's set-up are outside the timing, for both."""
+    from alm.motion.frame_masks import FrameMasks
+    from alm.tasks.motion import Motion
+
+    schedule = make_schedule(backbone.scheduler_config, args.steps, kind=args.sampler)
+    with_authors = is_condmdi(backbone) and not args.no_authors_loop and args.sampler == "ddpm"
+    task, masks, dataset = Motion(render=0), FrameMasks("first_half"), SyntheticMotions(backbone, args.seed)
+    rows, jobs = [], []
+    for batch in args.batch:
+        indices = list(range(batch))
+        data = task.load(dataset, masks, indices, backbone.device)
+        group, outputs = [], {}
+        for name, method in methods.items():
+            problem = task.problem(backbone, method, data, schedule)  # X_t only for a method that reads it
+
+            def sample(bb: Backbone, method: Method = method, counter: Optional[CallCounter] = None,
+                       problem=problem) -> torch.Tensor:
+                return reverse(bb, method, problem, schedule, SampleGenerators(args.seed, indices),
+                               guidance=args.guidance, sampler=args.sampler, counter=counter)
+
+            recorder, counter = Recorder(backbone), CallCounter()
+            outputs[name] = sample(recorder, counter=counter)  # untimed: counts the calls, and warms up
+            inputs = bare_inputs(recorder.calls, backbone.device, problem.x0.dtype)
+            run_bare(backbone, inputs)
+            row = Row(bb_name, batch, name, counter.evaluations / (batch * args.steps), counter.calls / args.steps)
+            group.append((row, (lambda sample=sample: sample(backbone)), (lambda inputs=inputs: run_bare(backbone, inputs))))
+        if with_authors:
+            alm = methods.get("alm") or make_method("alm")
+            w1, w2 = authors_weights(alm)
+            loop = MotionAuthorsLoop(backbone, data, schedule, args.guidance, w1, w2, bool(alm.imputation), args.seed)
+            if "alm" in outputs:
+                got = outputs["alm"]
+            else:
+                got = reverse(backbone, alm, task.problem(backbone, alm, data, schedule),
+                              schedule, SampleGenerators(args.seed, indices), guidance=args.guidance, sampler=args.sampler)
+            group.insert(0, authors_job(backbone, bb_name, batch, args.steps, loop, None, got, got.dtype,
+                                        f"authors' motion loop| = {{diff:.2e}} over {batch} motion(s) of "
+                                        f"{backbone.sample_shape[-1]} frames", f"w1={w1:g}, w2={w2:g}",
+                                        tolerance=MOTION_AGREEMENT))
+        rows += [row for row, _, _ in group]
+        jobs += group
+    time_jobs(jobs, args.reps)
+    return rows
+
+
+def motion_summary(rows: list[Row]) -> None:
+    """(a)-(d) of the motion comparison in words, per batch: our batched core against the authors' loop."""
+    for key in dict.fromkeys((r.backbone, r.batch) for r in rows):
+        group = {r.method: r for r in rows if (r.backbone, r.batch) == key}
+        ours, theirs = group.get("alm"), group.get(AUTHORS)
+        if ours is None or theirs is None:
+            continue
+        b = ours.batch
+        print(f"# {key[0]}, {b} motions: our batched core {ours.method_s:.3g} s ({ours.evals_per_sample_step:g} "
+              f"evaluations and {ours.calls_per_step / b:.3g} calls per motion per step), the authors' loop one motion "
+              f"at a time {theirs.method_s:.3g} s ({theirs.evals_per_sample_step:g} evaluations and "
+              f"{theirs.calls_per_step / b:.3g} calls per motion per step): ours takes {ours.method_s / theirs.method_s:.2f}x "
+              f"the authors' time ({theirs.method_s / ours.method_s:.2f}x faster)")
+
 
 HEADER = ["backbone", "batch", "method", "evals/sample/step", "calls/step", "s/sample", "bare s/sample",
           "ratio vs syncsde", "vs authors' loop", "core overhead", "spread"]
-#: --task wide: a sample is a canvas, and the reference is the authors' wide loop
-WIDE_HEADER = ["backbone", "batch", "method", "evals/canvas/step", "calls/canvas/step", "s/canvas", "bare s/canvas",
-               "vs authors' loop", "core overhead", "spread"]
+
+
+def unit_of(task: str) -> str:
+    """What one sample is: a canvas (--task wide; --task video: a video), a motion (--task motion), or an image."""
+    return {"wide": "canvas", "video": "canvas", "motion": "motion"}.get(task, "sample")
 
 
 def header(task: str = "inpaint") -> list[str]:
-    return WIDE_HEADER if task in ("wide", "video") else HEADER
+    unit = unit_of(task)
+    if unit == "sample":
+        return HEADER
+    # the reference is the authors' loop, and calls are per sample (below 1 when samples share calls)
+    return ["backbone", "batch", "method", f"evals/{unit}/step", f"calls/{unit}/step", f"s/{unit}", f"bare s/{unit}",
+            "vs authors' loop", "core overhead", "spread"]
+
+
+#: --task wide: a sample is a canvas, and the reference is the authors' wide loop
+WIDE_HEADER = header("wide")
 
 
 def print_table(rows: list[Row], task: str = "inpaint") -> list[dict]:
-    unit = "canvas" if task in ("wide", "video") else "sample"  # --task video: a canvas is a video
+    unit = unit_of(task)
     columns = header(task)
     out = []
     for key in dict.fromkeys((r.backbone, r.batch) for r in rows):
@@ -554,7 +748,7 @@ def print_table(rows: list[Row], task: str = "inpaint") -> list[dict]:
             row = {
                 "backbone": r.backbone, "batch": str(r.batch), "method": r.method,
                 f"evals/{unit}/step": f"{r.evals_per_sample_step:.2f}", "calls/step": f"{r.calls_per_step:.2f}",
-                "calls/canvas/step": f"{r.calls_per_step / r.batch:.2f}",
+                f"calls/{unit}/step": f"{r.calls_per_step / r.batch:.2f}",
                 f"s/{unit}": f"{r.method_s / r.batch:.4g}", f"bare s/{unit}": f"{r.bare_s / r.batch:.4g}",
                 "ratio vs syncsde": f"{r.method_s / ref.method_s:.2f}" + ("" if ref.method == "syncsde" else f" (vs {ref.method})"),
                 "vs authors' loop": f"{r.method_s / authors.method_s:.2f}" if authors else "-",
@@ -582,32 +776,42 @@ def _batches(text: str) -> list[int]:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", choices=("inpaint", "wide", "video"), default="inpaint",
+    p.add_argument("--task", choices=("inpaint", "wide", "video", "motion"), default="inpaint",
                    help="inpaint: one image per sample (default); wide: canvases of overlapping windows (task=wide); "
-                        "video: the same along the frames (task=video: 12 windows at a stride of 0.5)")
+                        "video: the same along the frames (task=video: 12 windows at a stride of 0.5); motion: "
+                        "HumanML3D-shaped motions, first half observed (task=motion), vs the authors' CondMDI loop")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated method names (default: alm,alm_fused,syncsde,bld; --task wide: {WIDE_METHODS})")
+                   help=f"comma-separated method names (default: alm,alm_fused,syncsde,bld; --task wide: {WIDE_METHODS}; "
+                        f"--task motion: {MOTION_METHODS})")
     p.add_argument("--backbones", "--backbone", dest="backbones", default=None,
                    help="comma-separated: unet, or conf/backbone names such as sd15-tiny "
-                        f"(default: unet[,gmm]; --task wide: {WIDE_BACKBONE})")
+                        f"(default: unet[,gmm]; --task wide: {WIDE_BACKBONE}; --task motion: {MOTION_BACKBONE})")
     p.add_argument("--backbone-override", action="append", default=[], metavar="KEY=VALUE",
                    help="a value of the conf/backbone file (repeatable), e.g. path=/models/ddpm")
     p.add_argument("--batch", type=_batches, default=None,
-                   help="batch size(s), comma-separated, e.g. 1,4 (default: 4; --task wide: 1,4 canvases)")
+                   help="batch size(s), comma-separated, e.g. 1,4 (default: 4; --task wide: 1,4 canvases; "
+                        f"--task motion: {MOTION_BATCH} motions)")
     p.add_argument("--windows", type=int, default=None, help="--task wide: windows per canvas (task.windows; default 5, "
                    "--task video 12)")
     p.add_argument("--stride", type=float, default=None,
                    help="--task wide: window stride, a fraction of the window or (> 1) latent columns (task.stride)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--reps", type=int, default=5, help="timed repetitions (after one untimed run)")
+    p.add_argument("--steps", type=int, default=None, help=f"sampling steps (default 20; --task motion {MOTION_STEPS})")
+    p.add_argument("--reps", type=int, default=None,
+                   help=f"timed repetitions (after one untimed run; default 5, --task motion {MOTION_REPS})")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
-    p.add_argument("--guidance", type=float, default=7.5, help="CFG scale (the paper's 7.5; unconditional backbones ignore it)")
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default=None, help="default ddim; --task motion: ddpm (CondMDI's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="CFG scale (the paper's 7.5; --task motion: CondMDI's text scale 2.5; unconditional backbones ignore it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-authors-loop", action="store_true", help="skip the authors'-loop row on text backbones")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file (with the command)")
     args = p.parse_args(argv)
+    motion = args.task == "motion"
+    args.steps = args.steps if args.steps is not None else MOTION_STEPS if motion else 20
+    args.reps = args.reps if args.reps is not None else MOTION_REPS if motion else 5
+    args.sampler = args.sampler or ("ddpm" if motion else "ddim")
+    args.guidance = args.guidance if args.guidance is not None else 2.5 if motion else 7.5
     if args.steps < 1 or args.reps < 1:
         p.error("--steps and --reps must be positive")
     wide = args.task in ("wide", "video")
@@ -617,9 +821,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     args.windows = 5 if args.windows is None else args.windows
     args.stride = 0.75 if args.stride is None else args.stride
     if args.batch is None:
-        args.batch = [1, 4] if wide else [4]
+        args.batch = [1, 4] if wide else [MOTION_BATCH] if motion else [4]
     if args.methods is None:
-        args.methods = WIDE_METHODS if wide else "alm,alm_fused,syncsde,bld"
+        args.methods = WIDE_METHODS if wide else MOTION_METHODS if motion else "alm,alm_fused,syncsde,bld"
     if args.stride.is_integer() and args.stride > 1:
         args.stride = int(args.stride)  # entries, as task.stride
     return args
@@ -646,7 +850,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         names = [m.strip() for m in args.methods.split(",") if m.strip()]
         methods = {name: make_method(name) for name in names}
         wide = args.task in ("wide", "video")
-        default = {"wide": [WIDE_BACKBONE], "video": [VIDEO_BACKBONE]}.get(args.task) or default_backbones()
+        default = ({"wide": [WIDE_BACKBONE], "video": [VIDEO_BACKBONE], "motion": [MOTION_BACKBONE]}.get(args.task)
+                   or default_backbones())
         backbones = args.backbones.split(",") if args.backbones else default
         print(f"# task {args.task}, batch {','.join(map(str, args.batch))}, {args.steps} {args.sampler} steps, "
               f"guidance {args.guidance}, median of {args.reps} interleaved reps, torch threads {torch.get_num_threads()}, "
@@ -661,6 +866,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"# {bb_name}: canvas of {g.count} windows of {tuple(backbone.sample_shape)} at a stride of "
                       f"{g.stride} along {'the frames' if g.axis == -3 else 'the width'}: {tuple(canvas)}")
                 rows += bench_wide(bb_name.strip(), backbone, methods, args)
+            elif args.task == "motion":
+                shape = tuple(backbone.sample_shape)
+                print(f"# {bb_name}: motions of shape {shape} ({shape[-1]} frames), mask first_half, X_t fresh forward "
+                      "noise of the observed frames")
+                rows += bench_motion(bb_name.strip(), backbone, methods, args)
             else:
                 print(f"# {bb_name}: sample shape {tuple(backbone.sample_shape)}")
                 rows += bench_backbone(bb_name.strip(), backbone, methods, args)
@@ -668,6 +878,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     table = print_table(rows, args.task)
+    if args.task == "motion":
+        motion_summary(rows)
     _warn_if_loaded()
     if args.csv:
         with open(args.csv, "w", newline="") as f:
